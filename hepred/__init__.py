@@ -1,0 +1,1 @@
+"""hepred: hematoma expansion prediction."""

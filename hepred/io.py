@@ -1,0 +1,94 @@
+"""Atomic file output: a declared output appears complete or not at all."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+def _suffixes(path: Path) -> str:
+    # Keep compound suffixes such as .nii.gz so that writers pick the right format.
+    return "".join(path.suffixes)
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; move it into place only on success.
+
+    The temporary file sits in the same directory so that ``os.replace`` is atomic, and it
+    keeps the final suffix so that format-sniffing writers (SimpleITK, nibabel, numpy)
+    behave. On any exception the temporary file is removed and nothing is left behind.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final_path.name.split('.')[0]}.", suffix=".tmp" + _suffixes(final_path), dir=final_path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+
+def write_csv(path: str | Path, frame) -> None:
+    """Write a pandas DataFrame atomically, without the index."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def save_sitk(path: str | Path, image) -> None:
+    """Write a SimpleITK image (NIfTI when the path ends in .nii.gz) atomically."""
+    import SimpleITK as sitk
+
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def save_figure(path: str | Path, figure) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -1,0 +1,97 @@
+"""Shared pieces of every training loop: device choice, seeding, resumable checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hepred.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """'auto' takes the GPU when one is visible, else the CPU; 'cpu'/'cuda' force one."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator we use and ask torch for deterministic kernels on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def autocast(device: torch.device):
+    """Mixed precision on the GPU (bf16: no loss scaling needed); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpoint:
+    """``checkpoint_latest``: written atomically after every epoch, outside the declared output.
+
+    A job killed at any moment (SIGKILL, SIGTERM, SLURM preemption) leaves either the
+    previous complete checkpoint or the new one, never a torn file, so a rerun resumes
+    from the last finished epoch.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        # Our own file with RNG states and optimizer state inside: not weights-only.
+        return torch.load(self.path, map_location=map_location, weights_only=False)
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def save_weights(path: str | Path, state_dict: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Final weights as plain tensors (plus JSON-like metadata) so ``weights_only=True`` loads them."""
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+    if extra:
+        payload["meta"] = extra
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=True)

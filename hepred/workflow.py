@@ -1,0 +1,60 @@
+"""Glue for the thin scripts in workflow_scripts/: logging, threads, one-line errors, clean failure."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from hepred.errors import HepredError
+
+log = logging.getLogger("hepred")
+
+
+def configure_logging(log_file: str | Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _remove_outputs(outputs: list[str]) -> None:
+    """A failed job leaves none of its declared outputs (the atomic writers already keep
+    single files whole; this covers a job with several outputs that failed halfway)."""
+    for output in outputs:
+        path = Path(output)
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def run_script(smk: Any, main: Callable[[Any], None]) -> None:
+    """Run a workflow script's ``main(snakemake)`` with the rule's log, threads and error policy."""
+    log_file = smk.log[0] if len(smk.log) else None
+    configure_logging(log_file)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(smk.threads)))
+    except ImportError:
+        pass
+    try:
+        main(smk)
+    except HepredError as error:
+        _remove_outputs(list(smk.output))
+        log.error("%s", error)
+        print(f"hepred: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException:
+        _remove_outputs(list(smk.output))
+        raise

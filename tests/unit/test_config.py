@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hepred.config import load_config, validate_config
+from hepred.errors import HepredError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_config_validates_and_fills_defaults():
+    config = load_config(REPO / "config.yaml")
+    assert config["folds"]["k"] == 5
+    assert config["labels"]["growth_ml"] == 6.0
+
+
+def test_unknown_key_is_one_clear_line(tmp_path):
+    with pytest.raises(HepredError) as error:
+        validate_config({"folds": {"k": 5, "kk": 3}}, source="my.yaml")
+    message = str(error.value)
+    assert "folds" in message and "'kk'" in message and "my.yaml" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_is_reported_with_its_key():
+    with pytest.raises(HepredError, match=r"folds\.k.*not of type 'integer'"):
+        validate_config({"folds": {"k": "five"}})
+
+
+def test_unknown_top_level_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"sampels": "x.csv"}))
+    with pytest.raises(HepredError, match="sampels"):
+        load_config(path)
