@@ -31,6 +31,8 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     tmp_path = Path(tmp_name)
+    # mkstemp makes the file private (0600); outputs should be readable like any other file.
+    os.chmod(tmp_path, 0o666 & ~_current_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, final_path)
@@ -38,6 +40,12 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:

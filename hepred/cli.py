@@ -1,0 +1,95 @@
+"""`hepred` command line: simulate a demo cohort, convert DICOM, predict new cases."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hepred.errors import HepredError
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from hepred.simulate import simulate_cohort
+
+    sheet = simulate_cohort(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        matrix=args.matrix,
+        pixel_mm=args.pixel_mm,
+        slice_mm=args.slice_mm,
+        n_slices=args.slices,
+        tilt_fraction=args.tilt_fraction,
+        workers=args.workers,
+    )
+    print(f"wrote {sheet}")
+
+
+def _dicom2nifti(args: argparse.Namespace) -> None:
+    from hepred.dicom import dicom_to_nifti
+
+    meta = dicom_to_nifti(args.dicom_dir, args.out, series_uid=args.series)
+    print(f"wrote {args.out} ({meta.get('n_slices', '?')} slices, tilt {meta.get('tilt_deg', 0):.1f} deg)")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from hepred.predict import predict
+
+    frame = predict(
+        models_dir=args.models,
+        input_path=args.input,
+        out_csv=args.out,
+        scenario=args.scenario,
+        lesion=args.lesion,
+        work_dir=args.work_dir,
+    )
+    print(frame.to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hepred", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write a simulated demo cohort (DICOM, masks, truth)")
+    simulate.add_argument("--out", type=Path, required=True)
+    simulate.add_argument("--n", type=int, default=40)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--matrix", type=int, default=512, help="in-plane pixels")
+    simulate.add_argument("--pixel-mm", type=float, default=0.45, help="field of view = matrix x pixel >= 215 mm")
+    simulate.add_argument("--slice-mm", type=float, default=5.0)
+    simulate.add_argument("--slices", type=int, default=28, help="(slices - 1) x slice >= 125 mm")
+    simulate.add_argument("--tilt-fraction", type=float, default=0.3, help="share of series with gantry tilt")
+    simulate.add_argument("--workers", type=int, default=1)
+    simulate.set_defaults(func=_simulate)
+
+    convert = commands.add_parser("dicom2nifti", help="convert one axial CT series to NIfTI in HU")
+    convert.add_argument("dicom_dir", type=Path)
+    convert.add_argument("out", type=Path)
+    convert.add_argument("--series", default=None, help="SeriesInstanceUID (default: the largest axial CT series)")
+    convert.set_defaults(func=_dicom2nifti)
+
+    predict = commands.add_parser("predict", help="apply a scenario's fold models to new cases")
+    predict.add_argument("--models", type=Path, required=True, help="results directory of a finished run")
+    predict.add_argument("--input", type=Path, required=True, help="sample sheet CSV, or a DICOM folder (with --lesion)")
+    predict.add_argument("--lesion", type=Path, default=None, help="lesion mask NIfTI when --input is a DICOM folder")
+    predict.add_argument("--out", type=Path, required=True)
+    predict.add_argument("--scenario", default="t5")
+    predict.add_argument("--work-dir", type=Path, default=None, help="where ingest/preprocess outputs go")
+    predict.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except HepredError as error:
+        print(f"hepred: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
