@@ -1,0 +1,21 @@
+# hepred: hematoma expansion prediction with per-fold synthetic CT.
+# Rules live in rules/*.smk, logic in the hepred package; see README.md.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/preprocess.smk"
+include: "rules/cohort.smk"
+include: "rules/synthesis.smk"
+include: "rules/classifier.smk"
+include: "rules/statistics.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,37 @@
+# Stage two: per fold and scenario, an EfficientNet-B0 on slice + lesion mask.
+
+
+rule train_classifier:
+    input:
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+        hu=all_preprocessed("hu.npy"),
+        info=all_preprocessed("info.json"),
+        synthetic=synthetic_manifest_if_needed,
+    output:
+        # model.pt and checkpoint_latest.pt are written beside these; the predictions last.
+        slices=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_slices.csv",
+        patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
+        curve=report(
+            f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/curve.png",
+            category="Classifier",
+            subcategory="Training curves",
+            caption="../report/training_curve.rst",
+            labels={"fold": "{fold}", "scenario": "{scenario}"},
+        ),
+    params:
+        classifier=config["classifier"],
+        preprocess=config["preprocess"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/train_classifier_{{scenario}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fold_{{fold}}/train_classifier_{{scenario}}.tsv"
+    threads: config["resources"]["training_threads"]
+    resources:
+        mem_mb=config["resources"]["training_mem_mb"],
+        runtime=config["resources"]["training_runtime_min"],
+        gpu=config["resources"]["gpu"],
+    script:
+        "../workflow_scripts/train_classifier.py"

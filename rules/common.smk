@@ -1,0 +1,68 @@
+# Shared helpers: config validation, the case list, result paths.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from hepred.config import validate_config
+from hepred.errors import HepredError
+from hepred.samplesheet import read_sample_sheet
+from hepred.samplesheet import demo_case_ids
+
+
+try:
+    config.update(validate_config(config, source="config"))
+except HepredError as error:
+    raise WorkflowError(f"hepred: {error}")
+
+RESULTS = config["results"].rstrip("/")
+DEMO = not config["samples"]
+SHEET = f"{config['demo']['out']}/samples.csv" if DEMO else config["samples"]
+
+if DEMO:
+    CASES = demo_case_ids(config["demo"]["n"])
+    CASE_FILES = {}
+else:
+    try:
+        _sheet_cases = read_sample_sheet(SHEET)
+    except HepredError as error:
+        raise WorkflowError(f"hepred: {error}")
+    CASES = [case.case_id for case in _sheet_cases]
+    CASE_FILES = {
+        case.case_id: [
+            str(p) for p in (case.ct, case.lesion, case.followup_lesion) if p is not None
+        ]
+        for case in _sheet_cases
+    }
+
+FOLDS = list(range(config["folds"]["k"]))
+SCENARIOS = config["classifier"]["scenarios"]
+SYNTHETIC_SCENARIOS = {"t3", "t5"}
+
+
+wildcard_constraints:
+    case=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    fold=r"\d+",
+    scenario=r"t\d+",
+
+
+def case_inputs(wildcards):
+    """The case's own files, when they exist: a missing file then fails only that case
+    (with a one-line error from ingest) instead of stopping the whole workflow."""
+    return [p for p in CASE_FILES.get(wildcards.case, []) if Path(p).exists()]
+
+
+def all_preprocessed(name):
+    return expand(f"{RESULTS}/preprocess/{{case}}/{name}", case=CASES)
+
+
+def synthetic_manifest_if_needed(wildcards):
+    if wildcards.scenario in SYNTHETIC_SCENARIOS:
+        return f"{RESULTS}/fold_{wildcards.fold}/synthetic/manifest.csv"
+    return []
+
+
+def final_targets():
+    targets = [f"{RESULTS}/statistics/summary.csv"]
+    if DEMO:
+        targets.append(f"{RESULTS}/qc/skull_strip_dice.csv")
+    return targets

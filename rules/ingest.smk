@@ -1,0 +1,20 @@
+# DICOM folder or NIfTI -> CT in HU on a regular grid, lesion mask on that grid, metadata.
+
+
+rule ingest:
+    input:
+        sheet=SHEET,
+        case_files=case_inputs,
+    output:
+        ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
+        lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+        meta=f"{RESULTS}/ingest/{{case}}/meta.json",
+    log:
+        f"{RESULTS}/logs/ingest/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{case}}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    script:
+        "../workflow_scripts/ingest.py"

@@ -1,0 +1,30 @@
+# Skull stripping, windowing, in-plane resampling; a per-case on-disk cache for training.
+
+
+rule preprocess:
+    input:
+        ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
+        lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+    output:
+        hu=f"{RESULTS}/preprocess/{{case}}/hu.npy",
+        lesion=f"{RESULTS}/preprocess/{{case}}/lesion.npy",
+        info=f"{RESULTS}/preprocess/{{case}}/info.json",
+        brain_mask=f"{RESULTS}/preprocess/{{case}}/brain_mask.nii.gz",
+        montage=report(
+            f"{RESULTS}/preprocess/{{case}}/montage.png",
+            category="Quality control",
+            subcategory="Skull stripping",
+            caption="../report/preprocess_montage.rst",
+            labels={"case": "{case}"},
+        ),
+    params:
+        preprocess=config["preprocess"],
+    log:
+        f"{RESULTS}/logs/preprocess/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess/{{case}}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    script:
+        "../workflow_scripts/preprocess.py"

@@ -1,0 +1,34 @@
+# Out-of-fold predictions -> metrics with confidence intervals, paired tests, plots.
+
+
+rule statistics:
+    input:
+        expand(
+            f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
+            fold=FOLDS,
+            scenario=SCENARIOS,
+        ),
+    output:
+        summary=report(
+            f"{RESULTS}/statistics/summary.csv",
+            category="Statistics",
+            caption="../report/summary.rst",
+        ),
+        markdown=f"{RESULTS}/statistics/summary.md",
+        metrics=f"{RESULTS}/statistics/metrics.json",
+        roc=report(
+            f"{RESULTS}/statistics/roc.png",
+            category="Statistics",
+            caption="../report/roc.rst",
+        ),
+    params:
+        statistics=config["statistics"],
+        seed=config["seed"],
+        reference="t1",
+    log:
+        f"{RESULTS}/logs/statistics.log",
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../workflow_scripts/statistics.py"

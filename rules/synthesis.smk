@@ -1,0 +1,65 @@
+# Stage one: per fold, a generative model trained on the fold's training patients only,
+# then N synthetic versions of every training case written to disk.
+
+
+rule train_generator:
+    input:
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+        hu=all_preprocessed("hu.npy"),
+        info=all_preprocessed("info.json"),
+    output:
+        # checkpoint_latest.pt lives beside it, undeclared, so a rerun resumes from it.
+        model=f"{RESULTS}/fold_{{fold}}/generator/model.pt",
+        loss=report(
+            f"{RESULTS}/fold_{{fold}}/generator/loss.csv",
+            category="Synthesis",
+            subcategory="Generator training",
+            labels={"fold": "{fold}", "table": "loss"},
+        ),
+    params:
+        synthesis=config["synthesis"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/train_generator.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fold_{{fold}}/train_generator.tsv"
+    threads: config["resources"]["training_threads"]
+    resources:
+        mem_mb=config["resources"]["training_mem_mb"],
+        runtime=config["resources"]["training_runtime_min"],
+        gpu=config["resources"]["gpu"],
+    script:
+        "../workflow_scripts/train_generator.py"
+
+
+rule synthesize:
+    input:
+        model=f"{RESULTS}/fold_{{fold}}/generator/model.pt",
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+    output:
+        manifest=f"{RESULTS}/fold_{{fold}}/synthetic/manifest.csv",
+        montage=report(
+            f"{RESULTS}/fold_{{fold}}/synthetic/qc/montage.png",
+            category="Synthesis",
+            subcategory="Real versus synthetic",
+            caption="../report/synthesis_montage.rst",
+            labels={"fold": "{fold}"},
+        ),
+    params:
+        synthesis=config["synthesis"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/synthesize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fold_{{fold}}/synthesize.tsv"
+    threads: config["resources"]["training_threads"]
+    resources:
+        mem_mb=config["resources"]["training_mem_mb"],
+        runtime=config["resources"]["training_runtime_min"],
+        gpu=config["resources"]["gpu"],
+    script:
+        "../workflow_scripts/synthesize.py"

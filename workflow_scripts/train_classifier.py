@@ -1,0 +1,28 @@
+"""Train fold k's EfficientNet-B0 for one scenario; write out-of-fold predictions."""
+from pathlib import Path
+
+from hepred.classifier import train_classifier
+from hepred.io import read_json
+from hepred.labels import read_labels
+from hepred.workflow import run_script
+
+
+def main(smk):
+    fold_index = int(smk.wildcards.fold)
+    fold = read_json(smk.input.splits)["folds"][fold_index]
+    train_classifier(
+        fold_index=fold_index,
+        fold=fold,
+        scenario=smk.wildcards.scenario,
+        labels=read_labels(smk.input.labels),
+        preprocess_dir=Path(smk.input.info[0]).parent.parent,
+        synthetic_manifest=Path(smk.input.synthetic[0]) if smk.input.synthetic else None,
+        cfg=smk.params.classifier,
+        preprocess_cfg=smk.params.preprocess,
+        out_dir=Path(smk.output.patients).parent,
+        seed=smk.params.seed + fold_index,
+        device=smk.params.device,
+    )
+
+
+run_script(snakemake, main)  # noqa: F821
