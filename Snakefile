@@ -16,6 +16,6 @@ include: "rules/statistics.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

@@ -19,19 +19,21 @@ rule train_classifier:
             caption="../report/training_curve.rst",
             labels={"fold": "{fold}", "scenario": "{scenario}"},
         ),
-    params:
-        classifier=config["classifier"],
-        preprocess=config["preprocess"],
-        seed=config["seed"],
-        device=config["device"],
     log:
         f"{RESULTS}/logs/fold_{{fold}}/train_classifier_{{scenario}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/train_classifier_{{scenario}}.tsv"
+    conda:
+        "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    params:
+        classifier=config["classifier"],
+        preprocess=config["preprocess"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../workflow_scripts/train_classifier.py"

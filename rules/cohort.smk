@@ -7,13 +7,15 @@ rule labels:
         meta=expand(f"{RESULTS}/ingest/{{case}}/meta.json", case=CASES),
     output:
         f"{RESULTS}/labels.csv",
-    params:
-        rule=config["labels"],
     log:
         f"{RESULTS}/logs/labels.log",
+    conda:
+        "../envs/hepred.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        rule=config["labels"],
     script:
         "../workflow_scripts/labels.py"
 
@@ -24,13 +26,15 @@ rule folds:
         labels=ancient(f"{RESULTS}/labels.csv"),
     output:
         f"{RESULTS}/folds/splits.json",
-    params:
-        folds=config["folds"],
-        seed=config["seed"],
     log:
         f"{RESULTS}/logs/folds.log",
+    conda:
+        "../envs/hepred.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/folds.py"

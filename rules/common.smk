@@ -1,13 +1,23 @@
 # Shared helpers: config validation, the case list, result paths.
+import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+# The hepred package sits beside this workflow: importable here and in every job's script,
+# also inside a --use-conda environment that holds only the dependencies.
+sys.path.insert(0, workflow.basedir)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+    )
+)
 
 from hepred.config import validate_config
 from hepred.errors import HepredError
 from hepred.samplesheet import read_sample_sheet
 from hepred.samplesheet import demo_case_ids
-
 
 try:
     config.update(validate_config(config, source="config"))
@@ -29,7 +39,9 @@ else:
     CASES = [case.case_id for case in _sheet_cases]
     CASE_FILES = {
         case.case_id: [
-            str(p) for p in (case.ct, case.lesion, case.followup_lesion) if p is not None
+            str(p)
+            for p in (case.ct, case.lesion, case.followup_lesion)
+            if p is not None
         ]
         for case in _sheet_cases
     }

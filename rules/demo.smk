@@ -5,16 +5,18 @@ rule simulate_demo:
     output:
         sheet=f"{config['demo']['out']}/samples.csv",
         truth=f"{config['demo']['out']}/truth.csv",
-    params:
-        demo=config["demo"],
     log:
         f"{RESULTS}/logs/simulate_demo.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate_demo.tsv"
+    conda:
+        "../envs/hepred.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        demo=config["demo"],
     script:
         "../workflow_scripts/simulate_demo.py"
 
@@ -31,6 +33,8 @@ rule skull_strip_dice:
         ),
     log:
         f"{RESULTS}/logs/skull_strip_dice.log",
+    conda:
+        "../envs/hepred.yaml"
     resources:
         mem_mb=2000,
         runtime=10,

@@ -13,6 +13,8 @@ rule ingest:
         f"{RESULTS}/logs/ingest/{{case}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{case}}.tsv"
+    conda:
+        "../envs/hepred.yaml"
     resources:
         mem_mb=3000,
         runtime=10,

@@ -17,14 +17,16 @@ rule preprocess:
             caption="../report/preprocess_montage.rst",
             labels={"case": "{case}"},
         ),
-    params:
-        preprocess=config["preprocess"],
     log:
         f"{RESULTS}/logs/preprocess/{{case}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/preprocess/{{case}}.tsv"
+    conda:
+        "../envs/hepred.yaml"
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        preprocess=config["preprocess"],
     script:
         "../workflow_scripts/preprocess.py"

@@ -21,14 +21,16 @@ rule statistics:
             category="Statistics",
             caption="../report/roc.rst",
         ),
+    log:
+        f"{RESULTS}/logs/statistics.log",
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         statistics=config["statistics"],
         seed=config["seed"],
         reference="t1",
-    log:
-        f"{RESULTS}/logs/statistics.log",
-    resources:
-        mem_mb=2000,
-        runtime=15,
     script:
         "../workflow_scripts/statistics.py"

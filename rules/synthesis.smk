@@ -17,19 +17,21 @@ rule train_generator:
             subcategory="Generator training",
             labels={"fold": "{fold}", "table": "loss"},
         ),
-    params:
-        synthesis=config["synthesis"],
-        seed=config["seed"],
-        device=config["device"],
     log:
         f"{RESULTS}/logs/fold_{{fold}}/train_generator.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/train_generator.tsv"
+    conda:
+        "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    params:
+        synthesis=config["synthesis"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../workflow_scripts/train_generator.py"
 
@@ -48,18 +50,20 @@ rule synthesize:
             caption="../report/synthesis_montage.rst",
             labels={"fold": "{fold}"},
         ),
-    params:
-        synthesis=config["synthesis"],
-        seed=config["seed"],
-        device=config["device"],
     log:
         f"{RESULTS}/logs/fold_{{fold}}/synthesize.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/synthesize.tsv"
+    conda:
+        "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    params:
+        synthesis=config["synthesis"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../workflow_scripts/synthesize.py"
