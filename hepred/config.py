@@ -41,7 +41,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config {where}: {error.message}"
 
 
-def validate_config(config: dict[str, Any], source: str | Path = "config") -> dict[str, Any]:
+def validate_config(config: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
     """Return a validated copy with defaults filled; raise one HepredError line on the first problem."""
     filled = copy.deepcopy(config) if config is not None else {}
     validator = _DefaultFillingValidator(load_schema())

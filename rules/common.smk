@@ -20,7 +20,7 @@ from hepred.samplesheet import read_sample_sheet
 from hepred.samplesheet import demo_case_ids
 
 try:
-    config.update(validate_config(config, source="config"))
+    config.update(validate_config(config, source=None))
 except HepredError as error:
     raise WorkflowError(f"hepred: {error}")
 

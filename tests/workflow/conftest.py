@@ -1,0 +1,40 @@
+"""Helpers to run the real workflow with Snakemake in a scratch directory."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+# A demo cohort small enough for a test: a real-size head on a coarse grid.
+TINY_DEMO = {"n": 16, "seed": 0, "matrix": 64, "pixel_mm": 3.6, "slice_mm": 12.0, "n_slices": 12}
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository with `config` (written to workdir/config.yaml)."""
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [
+        str(SNAKEMAKE),
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(config_path),
+        "--cores", "2",
+        *args,
+    ]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    # The Snakefile's `configfile: "config.yaml"` is read from the working directory.
+    (tmp_path / "config.yaml").write_text("{}\n")
+    return tmp_path
