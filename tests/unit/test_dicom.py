@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_testdata import IDENTIFIERS, hu_at, tilted_orientation, write_series, write_slice
+from tests.unit.dicom_testdata import IDENTIFIERS, hu_at, tilted_orientation, write_series, write_slice
 
 from hepred import dicom
 from hepred.errors import HepredError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from dicom_testdata import IDENTIFIERS, read_series_uid, tilted_orientation, write_series, write_slice
+from tests.unit.dicom_testdata import IDENTIFIERS, read_series_uid, tilted_orientation, write_series, write_slice
 
 from hepred import dicom
 from hepred.errors import HepredError
