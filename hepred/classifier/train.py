@@ -1,0 +1,476 @@
+"""Stage 6: train one fold x scenario, resumable per epoch, and score the fold's test cases."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader
+from torchvision.ops import sigmoid_focal_loss
+
+from hepred import io
+from hepred.classifier.augment import augmentation_rng, draw_affines, prepare_batch
+from hepred.classifier.data import (
+    EpochShuffle,
+    SliceDataset,
+    index_slices,
+    original_sources,
+    synthetic_sources,
+)
+from hepred.classifier.model import build_model
+from hepred.errors import HepredError
+from hepred.preprocess import preprocess_settings
+from hepred.training import (
+    Checkpoint,
+    autocast,
+    save_weights,
+    seed_everything,
+    select_device,
+)
+
+logger = logging.getLogger(__name__)
+
+# scenario -> (augmentation, synthetic data), as numbered in the paper (t4 was not reported).
+SCENARIOS = {"t1": (False, False), "t2": (True, False), "t3": (False, True), "t5": (True, True)}
+
+# Defaults run the bundled demo (S = 128 slices) on a 2-core CPU: a 64 px crop around the
+# lesion lets a randomly initialised EfficientNet-B0 learn in seconds per fold.
+DEFAULTS = {
+    "scenarios": ["t1", "t2", "t3", "t5"],
+    "model": "efficientnet_b0",
+    "pretrained": "",
+    "min_lesion_pixels": 10,
+    "crop": 64,
+    "image_size": 64,
+    "batch_size": 16,
+    "max_epochs": 8,
+    "patience": 3,
+    "lr": 3e-4,
+    "weight_decay": 1e-4,
+    "focal_alpha": 0.7,
+    "focal_gamma": 1.0,
+    "flip_prob": 0.5,
+    "affine_prob": 0.5,
+    "rotate_deg": 10.0,
+    "scale_range": 0.1,
+    "num_workers": 0,
+    "threshold": 0.5,
+}
+# Yalcin et al. 2024 (with preprocess.size 512): whole 512 x 512 slices, > 100 lesion pixels.
+PAPER_PRESET = {
+    "min_lesion_pixels": 100,
+    "crop": 0,
+    "image_size": 512,
+    "batch_size": 4,
+    "max_epochs": 20,
+    "patience": 5,
+    "lr": 1e-5,
+    "weight_decay": 1e-2,
+    "focal_alpha": 0.7,
+    "focal_gamma": 1.0,
+    "flip_prob": 0.5,
+    "affine_prob": 0.0,
+}
+SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
+PATIENT_COLUMNS = [
+    "case_id",
+    "fold",
+    "scenario",
+    "probability",
+    "label",
+    "n_slices",
+    "probability_max",
+    "probability_middle",
+]
+
+
+def classifier_settings(cfg: dict | None) -> dict:
+    """The ``classifier`` config section with every default filled in."""
+    settings = {**DEFAULTS, **(cfg or {})}
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise HepredError(f"unknown classifier setting(s): {', '.join(unknown)}")
+    return settings
+
+
+def make_loader(
+    dataset: SliceDataset, cfg: dict, device: torch.device, sampler=None, drop_last: bool = False
+) -> DataLoader:
+    workers = int(cfg["num_workers"])
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg["batch_size"]),
+        sampler=sampler,
+        shuffle=False,
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+
+
+def to_device(
+    images: torch.Tensor, device: torch.device, image_size: int, theta: torch.Tensor | None = None
+) -> torch.Tensor:
+    images = prepare_batch(images.to(device, non_blocking=True), image_size, theta)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, cfg: dict, reduction: str = "mean") -> torch.Tensor:
+    return sigmoid_focal_loss(
+        logits.float(),
+        targets.float(),
+        alpha=float(cfg["focal_alpha"]),
+        gamma=float(cfg["focal_gamma"]),
+        reduction=reduction,
+    )
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: dict,
+    device: torch.device,
+) -> torch.Tensor:
+    """One optimisation step on a prepared batch already on ``device``; returns the batch loss.
+
+    The loss stays a device tensor: reading it every step would make the CPU wait for the GPU.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device):
+        logits = model(images).squeeze(1)
+    loss = focal_loss(logits, targets.to(device, non_blocking=True), cfg)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def slice_logits(model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device) -> np.ndarray:
+    """Logits of every item of ``dataset`` in order; the last, partial batch is scored too."""
+    model.eval()
+    logits = np.full(len(dataset), np.nan, dtype=np.float32)
+    for images, _, indices in make_loader(dataset, cfg, device):
+        with autocast(device):
+            out = model(to_device(images, device, int(cfg["image_size"]))).squeeze(1)
+        logits[indices.numpy()] = out.float().cpu().numpy()
+    return logits
+
+
+def evaluate(
+    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device
+) -> tuple[float, float, np.ndarray]:
+    """Mean focal loss, slice-level AUC (NaN with one class only) and probabilities."""
+    logits = torch.from_numpy(slice_logits(model, dataset, cfg, device))
+    targets = torch.tensor([dataset.sources[item.source].label for item in dataset.items], dtype=torch.float32)
+    loss = float(focal_loss(logits, targets, cfg, reduction="mean"))
+    probabilities = torch.sigmoid(logits).numpy()
+    auc = float(roc_auc_score(targets.numpy(), probabilities)) if len(set(targets.tolist())) == 2 else math.nan
+    return loss, auc, probabilities
+
+
+def patient_probabilities(slices: pd.DataFrame) -> pd.DataFrame:
+    """Per case: mean slice probability (the paper's rule), plus max and middle-slice probability."""
+    rows = []
+    for case_id, group in slices.groupby("case_id", sort=True):
+        ordered = group.sort_values("slice")
+        rows.append(
+            {
+                "case_id": case_id,
+                "probability": float(ordered["probability"].mean()),
+                "n_slices": len(ordered),
+                "probability_max": float(ordered["probability"].max()),
+                "probability_middle": float(ordered["probability"].iloc[(len(ordered) - 1) // 2]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fingerprint(**parts) -> str:
+    """Hash of everything that defines a run: a checkpoint from another setup is not resumed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, 3]).generate_state(1)[0])
+
+
+def build_datasets(
+    fold: dict,
+    scenario: str,
+    labels: dict[str, int],
+    preprocess_dir: Path,
+    synthetic_manifest: Path | None,
+    cfg: dict,
+    windows: list[dict],
+    log: logging.Logger = logger,
+) -> tuple[SliceDataset, SliceDataset, SliceDataset]:
+    """Train (original, plus synthetic for t3/t5), validation and test slice datasets of a fold."""
+    if scenario not in SCENARIOS:
+        raise HepredError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    train_cases, val_cases, test_cases = list(fold["train"]), list(fold["val"]), list(fold["test"])
+    overlap = (set(train_cases) & set(val_cases + test_cases)) | (set(val_cases) & set(test_cases))
+    if overlap:
+        raise HepredError(f"fold lists case(s) in more than one of train/val/test: {', '.join(sorted(overlap))}")
+    train_sources = original_sources(train_cases, labels, preprocess_dir)
+    if SCENARIOS[scenario][1]:
+        if synthetic_manifest is None:
+            raise HepredError(f"scenario {scenario} needs the fold's synthetic manifest")
+        train_sources += synthetic_sources(Path(synthetic_manifest), train_cases, val_cases + test_cases)
+    threshold, crop = int(cfg["min_lesion_pixels"]), int(cfg["crop"])
+    datasets = []
+    for sources, is_training in (
+        (train_sources, True),
+        (original_sources(val_cases, labels, preprocess_dir), False),
+        (original_sources(test_cases, labels, preprocess_dir), False),
+    ):
+        items = index_slices(sources, threshold, fallback_to_largest=not is_training, log=log)
+        datasets.append(SliceDataset(sources, items, windows, crop))
+    train, val, test = datasets
+    if len(train) < 2:
+        raise HepredError(f"only {len(train)} training slice(s) with more than {threshold} lesion pixels")
+    if len(val) == 0:
+        raise HepredError("the fold has no validation cases: early stopping needs them")
+    return train, val, test
+
+
+def save_curve(out_dir: Path, curve: list[dict], best_epoch: int) -> None:
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(curve, columns=["epoch", "train_loss", "val_loss", "val_auc", "lr"])
+    io.write_csv(out_dir / "curve.csv", frame)
+    figure, (loss_axis, auc_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_axis.plot(frame["epoch"], frame["train_loss"], marker="o", label="train")
+    loss_axis.plot(frame["epoch"], frame["val_loss"], marker="o", label="validation")
+    loss_axis.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    loss_axis.set(xlabel="epoch", ylabel="focal loss", title="loss")
+    loss_axis.legend()
+    auc_axis.plot(frame["epoch"], frame["val_auc"], marker="o", color="tab:green")
+    auc_axis.set(xlabel="epoch", ylabel="slice AUC", title="validation AUC", ylim=(0, 1))
+    io.save_figure(out_dir / "curve.png", figure)
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    cfg: dict,
+    device: torch.device,
+    seed: int,
+    epoch: int,
+    augment: bool,
+) -> tuple[float, int]:
+    """One pass over ``loader``; returns the mean training loss and the number of slices seen.
+
+    Shuffle (the loader's ``EpochShuffle``), augmentation and dropout draw from generators
+    seeded by (seed, epoch), never from state carried over from earlier epochs.
+    """
+    torch.manual_seed(_epoch_seed(seed, epoch))
+    loader.sampler.set_epoch(epoch)
+    aug_rng = augmentation_rng(seed, epoch)
+    model.train()
+    loss_sum, seen = torch.zeros((), device=device), 0
+    for images, targets, _ in loader:
+        theta = draw_affines(aug_rng, len(images), cfg) if augment else None
+        batch = to_device(images, device, int(cfg["image_size"]), theta)
+        loss_sum += train_step(model, optimizer, batch, targets, cfg, device) * len(images)
+        seen += len(images)
+    return float(loss_sum) / seen, seen
+
+
+def new_or_resumed_state(
+    checkpoint: Checkpoint,
+    fingerprint: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    log: logging.Logger,
+) -> dict:
+    """Training state from ``checkpoint_latest`` when it belongs to this run, else a fresh one."""
+    state = checkpoint.load()
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log.warning("%s was written by a different setup (config, seed or data); starting over", checkpoint.path)
+        state = None
+    if state is None:
+        return {
+            "fingerprint": fingerprint,
+            "epoch": 0,
+            "best_epoch": 0,
+            "best_val_loss": math.inf,
+            "best_state": None,
+            "wait": 0,
+            "curve": [],
+            "finished": False,
+        }
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    log.info("resuming from epoch %d (%s)", state["epoch"], checkpoint.path)
+    return state
+
+
+def record_epoch(state: dict, model: torch.nn.Module, cfg: dict, row: dict) -> None:
+    """Book-keeping after an epoch: best weights (lowest validation loss), patience, curve."""
+    epoch = row["epoch"]
+    if row["val_loss"] < state["best_val_loss"]:
+        state.update(best_epoch=epoch, best_val_loss=row["val_loss"], wait=0)
+        state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state["wait"] += 1
+    state["curve"].append(row)
+    state["epoch"] = epoch
+    state["finished"] = epoch >= int(cfg["max_epochs"]) or state["wait"] >= int(cfg["patience"])
+
+
+def score_test_cases(
+    model: torch.nn.Module, test_set: SliceDataset, cfg: dict, device: torch.device, fold_index: int, scenario: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Slice and patient tables of the fold's test cases (out-of-fold predictions)."""
+    slices = test_set.item_table()
+    slices["probability"] = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device))).numpy()
+    slices["fold"], slices["scenario"] = fold_index, scenario
+    patients = patient_probabilities(slices).merge(
+        slices.groupby("case_id", as_index=False)["label"].first(), on="case_id"
+    )
+    patients["fold"], patients["scenario"] = fold_index, scenario
+    return slices[SLICE_COLUMNS], patients[PATIENT_COLUMNS]
+
+
+def train_classifier(
+    fold_index: int,
+    fold: dict,
+    scenario: str,
+    labels: dict[str, int],
+    preprocess_dir: Path,
+    synthetic_manifest: Path | None,
+    cfg: dict,
+    out_dir: Path,
+    seed: int,
+    device: str = "auto",
+    log: logging.Logger = logger,
+    preprocess_cfg: dict | None = None,
+) -> None:
+    """Train fold ``fold_index`` x ``scenario`` into ``out_dir`` (see docs/architecture.md, stage 6).
+
+    ``checkpoint_latest.pt`` is written after every epoch and a rerun resumes from it; every
+    epoch's shuffle, augmentation and dropout are seeded from (seed, epoch), so a resumed run
+    ends with the same weights as an uninterrupted one. The predictions of the fold's test
+    cases are written last. ``preprocess_cfg`` gives the intensity windows and is stored with
+    the model so that ``hepred.predict`` can preprocess new cases the same way.
+    """
+    cfg = classifier_settings(cfg)
+    preprocess_cfg = preprocess_settings(preprocess_cfg)
+    windows = preprocess_cfg["windows"]
+    out_dir = Path(out_dir)
+    torch_device = select_device(device)
+    seed_everything(seed)
+    if torch_device.type == "cuda":
+        # Bit-exact repeatability is promised on the CPU only; on the GPU take the fastest kernels.
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+    train_set, val_set, test_set = build_datasets(
+        fold, scenario, labels, Path(preprocess_dir), synthetic_manifest, cfg, windows, log
+    )
+    log.info(
+        "fold %d %s: %d training slices (%d synthetic), %d validation, %d test; device %s",
+        fold_index,
+        scenario,
+        len(train_set),
+        sum(train_set.sources[item.source].synthetic for item in train_set.items),
+        len(val_set),
+        len(test_set),
+        torch_device,
+    )
+
+    model = build_model(cfg, log).to(torch_device)
+    if torch_device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    # Full batches only: a batch of one breaks batch norm, and the reshuffle uses every slice over the epochs.
+    train_loader = make_loader(
+        train_set,
+        cfg,
+        torch_device,
+        sampler=EpochShuffle(len(train_set), seed),
+        drop_last=len(train_set) > int(cfg["batch_size"]),
+    )
+    fingerprint = _fingerprint(
+        fold=fold_index,
+        scenario=scenario,
+        seed=seed,
+        cfg=cfg,
+        windows=windows,
+        train=[(train_set.sources[i.source].case_id, i.slice) for i in train_set.items],
+        val=[(val_set.sources[i.source].case_id, i.slice) for i in val_set.items],
+    )
+    checkpoint = Checkpoint(out_dir / "checkpoint_latest.pt")
+    state = new_or_resumed_state(checkpoint, fingerprint, model, optimizer, log)
+
+    while not state["finished"]:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        train_loss, seen = train_epoch(
+            model, optimizer, train_loader, cfg, torch_device, seed, epoch, augment=SCENARIOS[scenario][0]
+        )
+        train_seconds = time.perf_counter() - started
+        val_loss, val_auc, _ = evaluate(model, val_set, cfg, torch_device)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc}
+        record_epoch(state, model, cfg, {**row, "lr": optimizer.param_groups[0]["lr"]})
+        checkpoint.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.3f, %.0f slices/s (%.1f s)%s",
+            epoch,
+            int(cfg["max_epochs"]),
+            train_loss,
+            val_loss,
+            val_auc,
+            seen / train_seconds,
+            time.perf_counter() - started,
+            " *best" if state["best_epoch"] == epoch else "",
+        )
+        if state["wait"] >= int(cfg["patience"]):
+            log.info("early stopping: no validation improvement for %d epochs", state["wait"])
+
+    if state["best_state"] is None:
+        raise HepredError(f"fold {fold_index} {scenario}: validation loss was never finite (training diverged)")
+    model.load_state_dict(state["best_state"])
+    save_weights(
+        out_dir / "model.pt",
+        state["best_state"],
+        extra={
+            "classifier": copy.deepcopy(cfg),
+            "preprocess": copy.deepcopy(preprocess_cfg),
+            "fold": fold_index,
+            "scenario": scenario,
+            "seed": seed,
+            "best_epoch": state["best_epoch"],
+            "best_val_loss": state["best_val_loss"],
+            "epochs_run": state["epoch"],
+            "train_cases": sorted(fold["train"]),
+        },
+    )
+    save_curve(out_dir, state["curve"], state["best_epoch"])
+    slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario)
+    io.write_csv(out_dir / "predictions_slices.csv", slices)
+    io.write_csv(out_dir / "predictions_patients.csv", patients)
+    log.info(
+        "fold %d %s: best epoch %d (val loss %.4f); %d test slices of %d patients scored",
+        fold_index,
+        scenario,
+        state["best_epoch"],
+        state["best_val_loss"],
+        len(slices),
+        len(patients),
+    )

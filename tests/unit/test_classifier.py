@@ -1,0 +1,283 @@
+"""Stage 6 classifier: slice indexing and streaming, leakage guard, outputs, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hepred.classifier.augment import draw_affines, prepare_batch
+from hepred.classifier.data import (
+    SliceDataset,
+    crop_centred,
+    index_slices,
+    original_sources,
+    synthetic_sources,
+)
+from hepred.classifier.train import (
+    PATIENT_COLUMNS,
+    SLICE_COLUMNS,
+    build_datasets,
+    train_classifier,
+)
+from hepred.errors import HepredError
+from hepred.training import load_weights
+
+S = 32
+Z = 6
+# Lesion pixels per slice: slices 2, 3 and 4 are above the threshold of 10 used below.
+LESION_PIXELS = [0, 4, 16, 36, 16, 9]
+THRESHOLD = 10
+CASES = [f"c{i}" for i in range(9)]
+LABELS = {case: i % 2 for i, case in enumerate(CASES)}
+# 3 test cases x 3 slices = 9 test slices: not a multiple of the batch size 4.
+FOLD = {"train": CASES[:4], "val": CASES[4:6], "test": CASES[6:]}
+TINY = {
+    "model": "test_efficientnet",
+    "image_size": 32,
+    "crop": 24,
+    "batch_size": 4,
+    "max_epochs": 2,
+    "patience": 5,
+    "min_lesion_pixels": THRESHOLD,
+    "lr": 1e-3,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def square_lesion(pixels: int, row: int, col: int) -> np.ndarray:
+    mask = np.zeros((S, S), np.uint8)
+    side = round(float(np.sqrt(pixels)))
+    mask[row : row + side, col : col + side] = 1
+    return mask
+
+
+def write_volume(hu_path: Path, lesion_path: Path, rng: np.random.Generator, label: int) -> None:
+    hu = np.full((Z, S, S), -1024, np.int16)
+    hu[:, 4:28, 6:26] = rng.normal(35, 4, (Z, 24, 20)).astype(np.int16)
+    lesion = np.stack([square_lesion(p, 10, 12) for p in LESION_PIXELS])
+    hu[lesion > 0] = 60 + 20 * label
+    hu_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(hu_path, hu)
+    np.save(lesion_path, lesion)
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> Path:
+    """preprocess/{case}/hu.npy + lesion.npy for CASES, and 2 synthetic versions of each training case."""
+    rng = np.random.default_rng(0)
+    for case in CASES:
+        write_volume(
+            tmp_path / "preprocess" / case / "hu.npy", tmp_path / "preprocess" / case / "lesion.npy", rng, LABELS[case]
+        )
+    synthetic = tmp_path / "synthetic"
+    rows = []
+    for case in FOLD["train"]:
+        for i in range(2):
+            sid = f"{case}_syn{i}"
+            write_volume(synthetic / f"{sid}_hu.npy", synthetic / f"{sid}_lesion.npy", rng, LABELS[case])
+            rows.append(
+                {
+                    "synthetic_id": sid,
+                    "source_case": case,
+                    "label": LABELS[case],
+                    "method": "test",
+                    "seed": i,
+                    "lesion_volume_ml": 1.0,
+                    "image": f"{sid}_image.nii.gz",
+                    "lesion": f"{sid}_lesion.nii.gz",
+                }
+            )
+    pd.DataFrame(rows).to_csv(synthetic / "manifest.csv", index=False)
+    return tmp_path
+
+
+def train(cohort: Path, out: str, scenario: str = "t1", seed: int = 3, **overrides) -> Path:
+    out_dir = cohort / out
+    train_classifier(
+        0,
+        FOLD,
+        scenario,
+        LABELS,
+        cohort / "preprocess",
+        cohort / "synthetic" / "manifest.csv",
+        {**TINY, **overrides},
+        out_dir,
+        seed=seed,
+        device="cpu",
+    )
+    return out_dir
+
+
+def test_index_keeps_slices_above_threshold_and_streams_from_memory_maps(cohort):
+    sources = original_sources(["c0", "c1"], LABELS, cohort / "preprocess")
+    items = index_slices(sources, THRESHOLD, fallback_to_largest=False)
+    assert [(sources[i.source].case_id, i.slice) for i in items] == [
+        ("c0", 2),
+        ("c0", 3),
+        ("c0", 4),
+        ("c1", 2),
+        ("c1", 3),
+        ("c1", 4),
+    ]
+    # 6 x 6 square at row 10, column 12: centroid (12.5, 14.5) rounds to (12, 14).
+    assert items[1].centre == (12, 14)
+
+    dataset = SliceDataset(sources, items, [{"level": 40, "width": 80}], crop=0)
+    image, label, index = dataset[1]
+    assert image.shape == (3, S, S) and image.dtype == torch.float32
+    assert float(image.min()) >= 0 and float(image.max()) <= 1
+    assert torch.equal(image[0], image[1])  # one window: the paper's image, image, mask
+    lesion = np.load(cohort / "preprocess" / "c0" / "lesion.npy")[3]
+    assert torch.equal(image[2], torch.from_numpy((lesion > 0).astype(np.float32)))
+    assert float(label) == LABELS["c0"] and index == 1
+    assert all(isinstance(array, np.memmap) for array in dataset._open.values()) and dataset._open
+    # Worker copies start without open maps: pickling a memmap would copy the whole volume.
+    assert pickle.loads(pickle.dumps(dataset))._open == {}
+
+
+def test_case_without_usable_slice_falls_back_to_largest_only_for_evaluation(cohort):
+    sources = original_sources(["c0"], LABELS, cohort / "preprocess")
+    assert index_slices(sources, 100, fallback_to_largest=False) == []
+    fallback = index_slices(sources, 100, fallback_to_largest=True)
+    assert [item.slice for item in fallback] == [3]
+
+
+def test_crop_pads_outside_the_slice():
+    array = np.arange(36, dtype=np.int16).reshape(6, 6)
+    crop = crop_centred(array, (0, 5), 4, -1024)
+    assert crop.shape == (4, 4)
+    assert (crop[:2] == -1024).all() and (crop[:, 3] == -1024).all()
+    np.testing.assert_array_equal(crop[2:, :3], array[0:2, 3:6])
+
+
+def test_flip_only_augmentation_mirrors_left_right():
+    images = torch.rand(2, 3, 8, 8)
+    theta = draw_affines(
+        np.random.default_rng(0), 2, {"flip_prob": 1.0, "affine_prob": 0.0, "rotate_deg": 10, "scale_range": 0.1}
+    )
+    torch.testing.assert_close(prepare_batch(images, 8, theta), images.flip(-1), atol=1e-5, rtol=0)
+    unchanged = draw_affines(
+        np.random.default_rng(0), 2, {"flip_prob": 0.0, "affine_prob": 0.0, "rotate_deg": 10, "scale_range": 0.1}
+    )
+    torch.testing.assert_close(prepare_batch(images, 8, unchanged), images, atol=1e-5, rtol=0)
+    assert prepare_batch(images, 16).shape == (2, 3, 16, 16)
+
+
+def test_synthetic_images_of_held_out_cases_are_refused(cohort):
+    manifest = pd.read_csv(cohort / "synthetic" / "manifest.csv")
+    manifest.loc[0, "source_case"] = FOLD["val"][0]
+    leaky = cohort / "synthetic" / "leaky.csv"
+    manifest.to_csv(leaky, index=False)
+    with pytest.raises(HepredError, match="leak"):
+        synthetic_sources(leaky, FOLD["train"], FOLD["val"] + FOLD["test"])
+    with pytest.raises(HepredError, match="leak"):
+        train_classifier(
+            0, FOLD, "t3", LABELS, cohort / "preprocess", leaky, TINY, cohort / "out", seed=0, device="cpu"
+        )
+    assert not (cohort / "out" / "model.pt").exists()
+
+
+def test_synthetic_slices_join_training_only_in_t3_and_t5(cohort):
+    windows = [{"level": 40, "width": 80}]
+    manifest = cohort / "synthetic" / "manifest.csv"
+    sizes = {
+        scenario: len(build_datasets(FOLD, scenario, LABELS, cohort / "preprocess", manifest, TINY, windows)[0])
+        for scenario in ("t1", "t2", "t3", "t5")
+    }
+    assert sizes == {"t1": 12, "t2": 12, "t3": 36, "t5": 36}
+    with pytest.raises(HepredError, match="synthetic manifest"):
+        build_datasets(FOLD, "t3", LABELS, cohort / "preprocess", None, TINY, windows)
+
+
+def test_outputs_score_every_test_slice_and_model_loads_weights_only(cohort):
+    out_dir = train(cohort, "run")
+    slices = pd.read_csv(out_dir / "predictions_slices.csv")
+    assert list(slices.columns) == SLICE_COLUMNS
+    assert sorted(zip(slices["case_id"], slices["slice"])) == [(c, z) for c in FOLD["test"] for z in (2, 3, 4)]
+    assert slices["probability"].between(0, 1).all()
+    assert (slices["scenario"] == "t1").all() and (slices["fold"] == 0).all()
+
+    patients = pd.read_csv(out_dir / "predictions_patients.csv")
+    assert list(patients.columns) == PATIENT_COLUMNS
+    assert list(patients["case_id"]) == FOLD["test"] and (patients["n_slices"] == 3).all()
+    first = slices[slices["case_id"] == FOLD["test"][0]].sort_values("slice")
+    assert patients.loc[0, "probability"] == pytest.approx(first["probability"].mean())
+    assert patients.loc[0, "probability_max"] == pytest.approx(first["probability"].max())
+    assert patients.loc[0, "probability_middle"] == pytest.approx(first["probability"].iloc[1])
+    assert list(patients["label"]) == [LABELS[c] for c in FOLD["test"]]
+
+    curve = pd.read_csv(out_dir / "curve.csv")
+    assert list(curve["epoch"]) == [1, 2] and (out_dir / "curve.png").stat().st_size > 0
+    payload = torch.load(out_dir / "model.pt", weights_only=True)
+    assert payload["meta"]["classifier"]["model"] == "test_efficientnet"
+    assert payload["meta"]["preprocess"]["windows"] == [{"level": 40, "width": 80}]
+    assert payload["meta"]["best_epoch"] in (1, 2)
+    assert load_weights(out_dir / "model.pt")["state_dict"].keys() == payload["state_dict"].keys()
+
+
+def test_same_seed_gives_identical_predictions(cohort):
+    first = train(cohort, "a", scenario="t5")
+    second = train(cohort, "b", scenario="t5")
+    assert (first / "predictions_slices.csv").read_text() == (second / "predictions_slices.csv").read_text()
+    assert (first / "curve.csv").read_text() == (second / "curve.csv").read_text()
+    other = train(cohort, "c", scenario="t5", seed=4)
+    assert (first / "predictions_slices.csv").read_text() != (other / "predictions_slices.csv").read_text()
+
+
+KILLED_RUN = textwrap.dedent("""
+    import json, logging, os, signal, sys
+    from pathlib import Path
+    import torch
+    from hepred.classifier.train import train_classifier
+
+    torch.set_num_threads(1)
+    args = json.loads(sys.argv[1])
+
+    class KillAfterSecondEpoch(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("epoch 2/"):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    log = logging.getLogger("killed-run")
+    log.setLevel(logging.INFO)
+    log.addHandler(KillAfterSecondEpoch())
+    train_classifier(0, args["fold"], "t2", args["labels"], Path(args["preprocess"]), None, args["cfg"],
+                     Path(args["out"]), seed=3, device="cpu", log=log)
+    """)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(cohort, caplog):
+    cfg = {**TINY, "max_epochs": 3}
+    reference = train(cohort, "reference", scenario="t2", max_epochs=3)
+
+    out_dir = cohort / "killed"
+    args = {"fold": FOLD, "labels": LABELS, "preprocess": str(cohort / "preprocess"), "cfg": cfg, "out": str(out_dir)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, json.dumps(args)], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == -9, done.stderr
+    assert (out_dir / "checkpoint_latest.pt").exists()
+    assert not (out_dir / "predictions_slices.csv").exists()
+
+    with caplog.at_level(logging.INFO):
+        train_classifier(0, FOLD, "t2", LABELS, cohort / "preprocess", None, cfg, out_dir, seed=3, device="cpu")
+    assert "resuming from epoch 2" in caplog.text
+    assert "epoch 1/3" not in caplog.text  # finished epochs are not trained again
+    for name in ("predictions_slices.csv", "predictions_patients.csv", "curve.csv"):
+        assert (out_dir / name).read_text() == (reference / name).read_text()

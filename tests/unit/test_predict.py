@@ -1,0 +1,120 @@
+"""hepred.predict: the fold ensemble of one scenario applied to new cases from a sample sheet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+from hepred.classifier import build_model, classifier_settings
+from hepred.errors import HepredError
+from hepred.predict import OUTPUT_COLUMNS, predict
+from hepred.preprocess import preprocess_settings
+from hepred.training import save_weights
+
+SPACING = (3.2, 3.2, 16.0)
+SHAPE = (8, 64, 64)  # z, y, x
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def phantom_head(path_prefix: Path, lesion_offset: float) -> tuple[Path, Path]:
+    """Skull (1000 HU) around brain (34 HU) with a 70 HU lesion, air outside; NIfTI CT + mask."""
+    nz, ny, nx = SHAPE
+    z, y, x = np.meshgrid(
+        (np.arange(nz) - nz / 2) * SPACING[2],
+        (np.arange(ny) - ny / 2) * SPACING[1],
+        (np.arange(nx) - nx / 2) * SPACING[0],
+        indexing="ij",
+    )
+
+    def ellipsoid(a, b, c, dx=0.0, dy=0.0, dz=0.0):
+        return ((x - dx) / a) ** 2 + ((y - dy) / b) ** 2 + ((z - dz) / c) ** 2 < 1
+
+    inner = ellipsoid(66, 84, 56)
+    hu = np.full(SHAPE, -1000.0)
+    hu[ellipsoid(75, 93, 65) & ~inner] = 1000
+    hu[inner] = 34
+    lesion = ellipsoid(18, 16, 30, dx=lesion_offset, dy=-20)
+    hu[lesion] = 70
+    hu += np.random.default_rng(0).normal(0, 4, SHAPE)
+    ct = sitk.GetImageFromArray(np.round(hu).astype(np.int16))
+    ct.SetSpacing(SPACING)
+    ct.SetOrigin((-100.0, -100.0, -64.0))
+    mask = sitk.GetImageFromArray(lesion.astype(np.uint8))
+    mask.CopyInformation(ct)
+    ct_path, lesion_path = Path(f"{path_prefix}_ct.nii.gz"), Path(f"{path_prefix}_lesion.nii.gz")
+    sitk.WriteImage(ct, str(ct_path))
+    sitk.WriteImage(mask, str(lesion_path))
+    return ct_path, lesion_path
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """results/fold_{0,1}/classifier/t5/model.pt: two differently initialised tiny models."""
+    cfg = classifier_settings({"model": "test_efficientnet", "image_size": 32, "crop": 16, "min_lesion_pixels": 5})
+    for fold in range(2):
+        torch.manual_seed(fold)
+        model = build_model(cfg)
+        extra = {"classifier": cfg, "preprocess": preprocess_settings({"size": 32}), "fold": fold, "scenario": "t5"}
+        save_weights(
+            tmp_path / "results" / f"fold_{fold}" / "classifier" / "t5" / "model.pt", model.state_dict(), extra
+        )
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def sheet(tmp_path: Path) -> Path:
+    rows = []
+    for case, offset in (("new1", 25.0), ("new2", -25.0)):
+        ct, lesion = phantom_head(tmp_path / case, offset)
+        rows.append({"case_id": case, "ct": ct.name, "lesion": lesion.name})
+    path = tmp_path / "samples.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
+    out_csv = tmp_path / "pred" / "predictions.csv"
+    result = predict(models_dir, sheet, out_csv, scenario="t5", config={"device": "cpu"}, work_dir=tmp_path / "work")
+    assert list(result.columns) == OUTPUT_COLUMNS
+    assert list(result["case_id"]) == ["new1", "new2"]
+    assert result["probability"].between(0, 1).all()
+    assert (result["n_models"] == 2).all()
+    assert (result["probability_min"] <= result["probability"]).all() and (
+        result["probability"] <= result["probability_max"]
+    ).all()
+    # Two different random models disagree, so the spread is positive.
+    assert (result["probability_sd"] > 0).all()
+    assert list(result["prediction"]) == [int(p >= 0.5) for p in result["probability"]]
+    pd.testing.assert_frame_equal(pd.read_csv(out_csv), result, check_dtype=False)
+    # The new cases were preprocessed with the settings stored in the models (size 32).
+    assert np.load(tmp_path / "work" / "preprocess" / "new1" / "hu.npy", mmap_mode="r").shape[1:] == (32, 32)
+
+    strict = predict(
+        models_dir, sheet, tmp_path / "strict.csv", config={"device": "cpu", "classifier": {"threshold": 1.0}}
+    )
+    assert (strict["prediction"] == 0).all()
+    np.testing.assert_allclose(strict["probability"], result["probability"])
+
+
+def test_predict_refuses_missing_models_and_single_ct_without_lesion(models_dir, sheet, tmp_path):
+    with pytest.raises(HepredError, match="t1/model.pt"):
+        predict(models_dir, sheet, tmp_path / "out.csv", scenario="t1")
+    ct, _ = phantom_head(tmp_path / "single", 20.0)
+    with pytest.raises(HepredError, match="lesion"):
+        predict(models_dir, ct, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_single_ct_with_its_lesion(models_dir, tmp_path):
+    ct, lesion = phantom_head(tmp_path / "single", 20.0)
+    result = predict(models_dir, ct, tmp_path / "out.csv", lesion=lesion, config={"device": "cpu"})
+    assert list(result["case_id"]) == ["single_ct"] and result["probability"].between(0, 1).all()
