@@ -24,6 +24,13 @@ def make_splits(labels: dict[str, int], k: int, val_fraction: float, seed: int) 
     folds = []
     for fold_index, (train_val_idx, test_idx) in enumerate(outer.split(case_ids, y)):
         train_val = [case_ids[i] for i in train_val_idx]
+        positives = int(y[train_val_idx].sum())
+        if min(positives, len(train_val_idx) - positives) < 2:
+            raise HepredError(
+                f"fold {fold_index}: its training part holds {positives} patients with HE and "
+                f"{len(train_val_idx) - positives} without; a stratified validation split needs 2 of each "
+                "(use fewer folds or a larger cohort)"
+            )
         train, val = train_test_split(
             train_val,
             test_size=val_fraction,

@@ -55,6 +55,10 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
         log.error("%s", error)
         print(f"hepred: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except Exception:
+        _remove_outputs(list(smk.output))
+        log.exception("unexpected error (a bug, please report it with this log)")
+        raise
     except BaseException:
         _remove_outputs(list(smk.output))
         raise

@@ -68,6 +68,7 @@ def all_preprocessed(name):
 
 
 def synthetic_manifest_if_needed(wildcards):
+    """The fold's synthetic manifest (one path) for t3/t5; nothing (empty string) otherwise."""
     if wildcards.scenario in SYNTHETIC_SCENARIOS:
         return f"{RESULTS}/fold_{wildcards.fold}/synthetic/manifest.csv"
     return []

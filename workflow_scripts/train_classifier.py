@@ -16,7 +16,7 @@ def main(smk):
         scenario=smk.wildcards.scenario,
         labels=read_labels(smk.input.labels),
         preprocess_dir=Path(smk.input.info[0]).parent.parent,
-        synthetic_manifest=Path(smk.input.synthetic[0]) if smk.input.synthetic else None,
+        synthetic_manifest=Path(smk.input.synthetic) if smk.input.synthetic else None,
         cfg=smk.params.classifier,
         preprocess_cfg=smk.params.preprocess,
         out_dir=Path(smk.output.patients).parent,

@@ -1,0 +1,170 @@
+"""Synthetic versions of a fold's training cases, their manifest and QC."""
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+
+from hepred import io
+from hepred.errors import HepredError
+from hepred.synth.config import synthesis_settings
+from hepred.synth.data import OUTSIDE_HU, CaseSlab, iter_slabs
+from hepred.synth.leakage import check_no_leakage
+from hepred.synth.masks import lesion_distance, vary_target_mask
+from hepred.synth.morph import morph_slab
+from hepred.synth.patches import crop, patch_box
+from hepred.synth.qc import write_qc
+from hepred.synth.repaint import finish_repaint, prepare_repaint, to_tensors
+from hepred.synth.train import LOG, TRAINED_ON, build_repainter, derived_seed
+from hepred.training import load_weights, seed_everything, select_device
+
+MANIFEST_COLUMNS = ["synthetic_id", "source_case", "label", "method", "seed", "lesion_volume_ml", "image", "lesion"]
+MONTAGE_CASES = 6
+MONTAGE_VERSIONS = 3
+# Settings that shaped the trained model: the model file's values win over the current config.
+MODEL_KEYS = ("patch_size", "min_lesion_pixels", "hu_scale", "hu_clip")
+
+
+def _load_model(model_path: Path) -> dict:
+    if not model_path.exists():
+        raise HepredError("missing generator model; train the generator first", path=model_path)
+    try:
+        model = load_weights(model_path)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise HepredError(f"cannot read generator model: {exc}".splitlines()[0], path=model_path) from None
+    if not isinstance(model, dict) or "method" not in model.get("meta", {}):
+        raise HepredError("not a hepred generator model (no meta.method)", path=model_path)
+    return model
+
+
+def _read_trained_on(model_path: Path) -> list[str]:
+    path = model_path.with_name(TRAINED_ON)
+    if not path.exists():
+        raise HepredError("missing list of the generator's training cases", path=path)
+    return list(io.read_json(path)["cases"])
+
+
+def _sampling_settings(settings: dict, meta: dict) -> dict:
+    method = settings["method"]
+    if meta["method"] != method:
+        raise HepredError(f"the model was trained with method {meta['method']!r}, the config asks for {method!r}")
+    sampling = {**settings, **{key: meta["settings"][key] for key in MODEL_KEYS}}
+    sampling[method] = {**settings[method], **meta["settings"][method]}
+    return sampling
+
+
+def _sitk_image(array: np.ndarray, spacing_mm) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(v) for v in spacing_mm])
+    return image
+
+
+def _repaint_versions(repainter, versions: list[tuple[CaseSlab, int, int, np.ndarray]], settings: dict,
+                      device: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Generate the versions' patches in batches; each version's noise comes from its own seed."""
+    plans = [prepare_repaint(slab, target, settings) for slab, _, _, target in versions]
+    size = settings["patch_size"]
+    noise = torch.cat([torch.randn((len(slab.slices), 1, size, size), generator=torch.Generator().manual_seed(seed))
+                       for slab, _, seed, _ in versions])
+    batch = {key: np.concatenate([plan.batch[key] for plan in plans]) for key in plans[0].batch}
+    generated = []
+    step = settings["sample_batch_size"]
+    for start in range(0, len(noise), step):
+        chunk = to_tensors({key: value[start:start + step] for key, value in batch.items()}, device)
+        generated.append(repainter.repaint(chunk, noise[start:start + step].to(device)).float().cpu().numpy()[:, 0])
+    generated = np.concatenate(generated)
+    results, offset = [], 0
+    for (slab, _, _, target), plan in zip(versions, plans):
+        count = len(slab.slices)
+        results.append((finish_repaint(slab, plan, generated[offset:offset + count], settings), target))
+        offset += count
+    return results
+
+
+def _write_version(out_dir: Path, slab: CaseSlab, index: int, seed: int, method: str, hu: np.ndarray,
+                   lesion: np.ndarray) -> dict:
+    synthetic_id = f"{slab.case_id}_syn{index}"
+    io.save_sitk(out_dir / f"{synthetic_id}_image.nii.gz", _sitk_image(hu, slab.spacing_mm))
+    io.save_sitk(out_dir / f"{synthetic_id}_lesion.nii.gz", _sitk_image(lesion, slab.spacing_mm))
+    io.save_npy(out_dir / f"{synthetic_id}_hu.npy", hu)
+    io.save_npy(out_dir / f"{synthetic_id}_lesion.npy", lesion)
+    return {"synthetic_id": synthetic_id, "source_case": slab.case_id, "label": slab.label, "method": method,
+            "seed": seed, "lesion_volume_ml": float(lesion.sum()) * slab.voxel_ml,
+            "image": f"{synthetic_id}_image.nii.gz", "lesion": f"{synthetic_id}_lesion.nii.gz"}
+
+
+def _montage_panels(slab: CaseSlab, outputs: list[tuple[np.ndarray, np.ndarray]], size: int):
+    k = int(np.argmax(slab.lesion.sum(axis=(1, 2))))
+    box = patch_box(slab.lesion[k], min(2 * size, slab.hu.shape[1]), 0)
+    panels = [("real", crop(slab.hu[k], box, OUTSIDE_HU), crop(slab.lesion[k], box, False))]
+    for i, (hu, lesion) in enumerate(outputs[:MONTAGE_VERSIONS]):
+        panels.append((f"syn{i}", crop(hu[k], box, OUTSIDE_HU), crop(lesion[k] > 0, box, False)))
+    return slab.case_id, panels
+
+
+def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, int], model_path: Path, cfg: dict,
+               out_dir: Path, seed: int, device: str = "auto", fold: dict | None = None,
+               log: logging.Logger = LOG) -> pd.DataFrame:
+    """Write ``versions`` synthetic versions of every training case into ``out_dir`` and return the manifest.
+
+    Per version ``{case}_syn{i}``: the case's lesion-bearing slices with the lesion changed to a new
+    target mask, as NIfTI (``_image``, ``_lesion``) and npy (``_hu``, ``_lesion``); ``qc/`` holds the
+    montage and the lesion HU comparison; ``manifest.csv`` is written last. ``fold`` (the splits.json
+    entry) adds its val/test cases to the leakage check, which always requires the generator's
+    training cases to be among ``train_cases``.
+    """
+    settings = synthesis_settings(cfg)
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    model = _load_model(model_path)
+    sampling = _sampling_settings(settings, model["meta"])
+    method = sampling["method"]
+    trained_on = _read_trained_on(model_path)
+    fold = {"train": list(train_cases), **(fold or {})}
+    check_no_leakage(fold, trained_on, pd.DataFrame(columns=MANIFEST_COLUMNS))
+    seed_everything(seed)
+
+    log.info("synthesising %d versions of %d cases with %s", sampling["versions"], len(train_cases), method)
+    if method != "morph":
+        torch_device = select_device(device)
+        repainter = build_repainter(sampling, torch_device)
+        repainter.load_weights(model["state_dict"])
+    growth = sampling["target_mask"]
+    rows, real, synthetic, examples = [], {}, {}, []
+    # One case at a time: only that case's volumes are held in memory.
+    for _, slab in iter_slabs(Path(preprocess_dir), train_cases, labels, sampling["min_lesion_pixels"], log):
+        if slab is None:
+            continue
+        distance = lesion_distance(slab)
+        versions = []
+        for i in range(sampling["versions"]):
+            version_seed = derived_seed(seed, slab.case_id, i)
+            target = vary_target_mask(slab, distance, growth["growth"], growth["elastic_mm"],
+                                      growth["elastic_smooth_mm"], np.random.default_rng(version_seed))
+            versions.append((slab, i, version_seed, target))
+        if method == "morph":
+            outputs = [morph_slab(slab, target, sampling["morph"]["falloff_mm"], sampling["morph"]["smooth_px"])
+                       for _, _, _, target in versions]
+        else:
+            outputs = _repaint_versions(repainter, versions, sampling, torch_device)
+        outputs = [(hu, lesion.astype(np.uint8)) for hu, lesion in outputs]
+        for (_, i, version_seed, _), (hu, lesion) in zip(versions, outputs):
+            rows.append(_write_version(out_dir, slab, i, version_seed, method, hu, lesion))
+        real[slab.case_id] = slab.hu[slab.lesion]
+        synthetic[slab.case_id] = np.concatenate([hu[lesion > 0] for hu, lesion in outputs])
+        if len(examples) < MONTAGE_CASES:
+            examples.append(_montage_panels(slab, outputs, sampling["patch_size"]))
+    if not rows:
+        raise HepredError("no training case has a lesion-bearing slice to synthesise from", path=preprocess_dir)
+    summary = write_qc(out_dir / "qc", real, synthetic, examples)
+    log.info("synthetic lesion HU: mean difference %+.1f, Wasserstein %.1f (real vs synthetic)",
+             summary["mean_hu_difference"], summary["wasserstein_hu"])
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    check_no_leakage(fold, trained_on, manifest)
+    io.write_csv(out_dir / "manifest.csv", manifest)
+    return manifest

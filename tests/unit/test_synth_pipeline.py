@@ -1,0 +1,259 @@
+"""Generator training and synthesis end to end on a tiny toy cohort: outputs, determinism,
+leakage, skipped cases, atomicity and exact resume after SIGKILL."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+from hepred.errors import HepredError
+from hepred.synth import synthesize, train_generator
+from hepred.synth.data import OUTSIDE_HU
+from hepred.synth.generate import MANIFEST_COLUMNS
+from hepred.synth.toy import write_toy_preprocessed_cohort
+
+METHODS = ["diffusion", "gan", "morph"]
+TINY = {
+    "patch_size": 16, "min_lesion_pixels": 10, "epochs": 2, "batch_size": 8, "versions": 2,
+    "diffusion": {"channels": [8, 16, 16], "norm_num_groups": 4, "num_head_channels": 4, "ddim_steps": 3,
+                  "num_train_timesteps": 100},
+    "gan": {"channels": [8, 16, 16], "disc_channels": 8},
+}
+TRAIN = ["toy000", "toy001", "toy002"]
+FOLD = {"train": TRAIN, "val": ["toy003"], "test": ["toy004"]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The same thread count everywhere, so that runs in this process and in subprocesses agree.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    labels = write_toy_preprocessed_cohort(root, 5, size=48, n_slices=8, lesion_slices=5, seed=11)
+    return root, labels
+
+
+def cfg_for(method, **changes):
+    return {**TINY, "method": method, **changes}
+
+
+def train(cohort, method, out: Path, cases=TRAIN, **changes):
+    root, labels = cohort
+    gen = out / "generator"
+    train_generator(root, cases, labels, cfg_for(method, **changes), gen / "model.pt", gen / "checkpoint_latest.pt",
+                    gen / "loss.csv", seed=5, device="cpu")
+    return gen / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def models(cohort, tmp_path_factory):
+    torch.set_num_threads(1)
+    return {method: train(cohort, method, tmp_path_factory.mktemp(method)) for method in METHODS}
+
+
+def run_synthesis(cohort, model, method, out, seed=9, **changes):
+    root, labels = cohort
+    return synthesize(root, TRAIN, labels, model, cfg_for(method, **changes), out, seed=seed, device="cpu", fold=FOLD)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_outputs(models, method):
+    gen = models[method].parent
+    weights = torch.load(models[method], weights_only=True)
+    assert weights["meta"]["method"] == method
+    assert json.loads((gen / "trained_on.json").read_text())["cases"] == TRAIN
+    assert (gen / "loss.png").stat().st_size > 0
+    loss = pd.read_csv(gen / "loss.csv")
+    if method == "morph":
+        assert weights["state_dict"] == {} and loss.empty
+    else:
+        assert list(loss["epoch"]) == [1, 2] and np.isfinite(loss["loss"]).all()
+        assert len(weights["state_dict"]) > 10
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_synthesis_outputs_and_determinism(cohort, models, method, tmp_path):
+    root, labels = cohort
+    first = run_synthesis(cohort, models[method], method, tmp_path / "a")
+    run_synthesis(cohort, models[method], method, tmp_path / "b")
+    run_synthesis(cohort, models[method], method, tmp_path / "c", seed=10)
+
+    assert list(first.columns) == MANIFEST_COLUMNS
+    assert list(first["synthetic_id"]) == [f"{case}_syn{i}" for case in TRAIN for i in range(2)]
+    assert (first["label"] == first["source_case"].map(labels)).all()
+    assert (first["method"] == method).all() and first["seed"].nunique() == len(first)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "manifest.csv"), first)
+    for qc_file in ("montage.png", "hu_stats.csv", "wasserstein.json"):
+        assert (tmp_path / "a" / "qc" / qc_file).exists()
+
+    differs = False
+    for row in first.itertuples():
+        hu = np.load(tmp_path / "a" / f"{row.synthetic_id}_hu.npy")
+        lesion = np.load(tmp_path / "a" / f"{row.synthetic_id}_lesion.npy")
+        np.testing.assert_array_equal(hu, np.load(tmp_path / "b" / f"{row.synthetic_id}_hu.npy"))
+        np.testing.assert_array_equal(lesion, np.load(tmp_path / "b" / f"{row.synthetic_id}_lesion.npy"))
+        differs |= not np.array_equal(hu, np.load(tmp_path / "c" / f"{row.synthetic_id}_hu.npy"))
+        image = sitk.ReadImage(str(tmp_path / "a" / row.image))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), hu)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / row.lesion))), lesion)
+        assert hu.dtype == np.int16 and lesion.dtype == np.uint8 and lesion.any()
+
+        source_hu = np.load(root / row.source_case / "hu.npy")
+        source_lesion = np.load(root / row.source_case / "lesion.npy")
+        spacing = json.loads((root / row.source_case / "info.json").read_text())["spacing_mm"]
+        assert image.GetSpacing() == pytest.approx(spacing)
+        used = np.flatnonzero(((source_lesion > 0) & (source_hu > OUTSIDE_HU)).sum(axis=(1, 2)) >= 10)
+        source_hu, source_lesion = source_hu[used], source_lesion[used]
+        assert hu.shape == source_hu.shape
+        # The brain outline is kept; far from both lesions nothing changes.
+        np.testing.assert_array_equal(hu == OUTSIDE_HU, source_hu == OUTSIDE_HU)
+        if method != "morph":
+            from scipy import ndimage
+
+            near = np.stack([ndimage.distance_transform_edt(~plane) <= 3 for plane in (lesion > 0) | (source_lesion > 0)])
+            np.testing.assert_array_equal(hu[~near], source_hu[~near])
+        assert row.lesion_volume_ml == pytest.approx(lesion.sum() * np.prod(spacing) / 1000)
+    assert differs
+
+
+def test_a_case_without_lesion_slices_is_skipped_with_a_warning(cohort, tmp_path, caplog):
+    root, labels = cohort
+    pre = tmp_path / "pre"
+    write_toy_preprocessed_cohort(pre, 1, size=48, n_slices=8, seed=2)
+    (pre / "toy000").rename(pre / "blank")
+    np.save(pre / "blank" / "lesion.npy", np.zeros((8, 48, 48), np.uint8))
+    for case in TRAIN[1:]:
+        (pre / case).symlink_to(root / case, target_is_directory=True)
+    cases = ["blank", *TRAIN[1:]]
+    all_labels = {**labels, "blank": 1}
+    gen = tmp_path / "generator"
+    with caplog.at_level(logging.WARNING):
+        train_generator(pre, cases, all_labels, cfg_for("gan", epochs=1), gen / "model.pt",
+                        gen / "checkpoint_latest.pt", gen / "loss.csv", seed=5, device="cpu")
+        manifest = synthesize(pre, cases, all_labels, gen / "model.pt", cfg_for("gan"), tmp_path / "syn", seed=1,
+                              device="cpu")
+    assert "case blank: no slice" in caplog.text
+    assert json.loads((gen / "trained_on.json").read_text()) == {"cases": TRAIN[1:], "skipped": ["blank"]}
+    assert set(manifest["source_case"]) == set(TRAIN[1:])
+
+
+def test_only_lesion_free_cases_is_an_error(tmp_path):
+    write_toy_preprocessed_cohort(tmp_path, 1, size=48, seed=2)
+    np.save(tmp_path / "toy000" / "lesion.npy", np.zeros((8, 48, 48), np.uint8))
+    with pytest.raises(HepredError, match="none of the 1 training cases"):
+        train_generator(tmp_path, ["toy000"], {"toy000": 0}, cfg_for("morph"), tmp_path / "g" / "model.pt",
+                        tmp_path / "g" / "ckpt.pt", tmp_path / "g" / "loss.csv", seed=1)
+    assert not (tmp_path / "g" / "model.pt").exists()
+
+
+def test_a_generator_that_saw_a_held_out_case_is_refused(cohort, tmp_path):
+    root, labels = cohort
+    model = train(cohort, "morph", tmp_path, cases=[*TRAIN, "toy004"])
+    with pytest.raises(HepredError, match="held-out cases of this fold trained the generator"):
+        run_synthesis(cohort, model, "morph", tmp_path / "syn")
+    with pytest.raises(HepredError, match="outside this fold's training set"):
+        synthesize(root, TRAIN, labels, model, cfg_for("morph"), tmp_path / "syn", seed=1)
+    assert not (tmp_path / "syn" / "manifest.csv").exists()
+
+
+def test_method_mismatch_between_model_and_config_is_refused(cohort, models, tmp_path):
+    with pytest.raises(HepredError, match="trained with method 'gan'"):
+        run_synthesis(cohort, models["gan"], "diffusion", tmp_path)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if ".tmp" in p.name)
+
+
+def test_failed_synthesis_leaves_no_manifest_and_no_partial_files(cohort, models, tmp_path, monkeypatch):
+    from hepred.synth import generate
+
+    def broken_qc(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(generate, "write_qc", broken_qc)
+    with pytest.raises(RuntimeError):
+        run_synthesis(cohort, models["morph"], "morph", tmp_path)
+    assert not (tmp_path / "manifest.csv").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_training_leaves_no_model_but_a_checkpoint(cohort, tmp_path, monkeypatch):
+    import hepred.synth.train as training
+
+    original = training.run_epoch
+
+    def fails_in_second_epoch(repainter, patches, settings, seed, epoch, device):
+        if epoch == 1:
+            raise RuntimeError("killed")
+        return original(repainter, patches, settings, seed, epoch, device)
+
+    monkeypatch.setattr(training, "run_epoch", fails_in_second_epoch)
+    with pytest.raises(RuntimeError):
+        train(cohort, "gan", tmp_path)
+    gen = tmp_path / "generator"
+    assert not (gen / "model.pt").exists()
+    assert torch.load(gen / "checkpoint_latest.pt", weights_only=False)["epoch"] == 1
+    assert leftovers(tmp_path) == []
+
+
+TRAIN_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from hepred.synth import train_generator
+root, out, cfg, labels = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+train_generator(root, sys.argv[5].split(","), labels, cfg, out / "model.pt", out / "checkpoint_latest.pt",
+                out / "loss.csv", seed=5, device="cpu")
+"""
+
+
+@pytest.mark.parametrize("method", ["diffusion", "gan"])
+def test_resume_after_sigkill_gives_the_same_weights(cohort, tmp_path, method, caplog):
+    root, labels = cohort
+    cfg = cfg_for(method, epochs=8, batch_size=4)
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-c", TRAIN_SCRIPT, str(root), str(killed), json.dumps(cfg), json.dumps(labels),
+               ",".join(TRAIN)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])
+    try:
+        while not (killed / "checkpoint_latest.pt").exists() and process.poll() is None:
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    assert not (killed / "model.pt").exists()
+
+    with caplog.at_level(logging.INFO, logger="hepred.synth"):
+        train_generator(root, TRAIN, labels, cfg, killed / "model.pt", killed / "checkpoint_latest.pt",
+                        killed / "loss.csv", seed=5, device="cpu")
+    resumed = [int(line.rsplit(" ", 1)[1]) for line in caplog.messages if line.startswith("resuming from epoch")]
+    assert resumed and 1 <= resumed[0] < cfg["epochs"]
+
+    whole = tmp_path / "whole"
+    train_generator(root, TRAIN, labels, cfg, whole / "model.pt", whole / "checkpoint_latest.pt", whole / "loss.csv",
+                    seed=5, device="cpu")
+    a = torch.load(killed / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(whole / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert list(pd.read_csv(killed / "loss.csv")["epoch"]) == list(range(1, cfg["epochs"] + 1))

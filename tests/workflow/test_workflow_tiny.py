@@ -1,0 +1,75 @@
+"""The whole workflow, every stage, on a tiny simulated cohort (a few minutes on 2 cores)."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hepred.stats import summary_columns
+from tests.workflow.conftest import REPO, run_snakemake
+
+TINY_CONFIG = REPO / "tests/workflow/config_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    (workdir / "config.yaml").write_text("{}\n")
+    import yaml
+
+    run_snakemake(workdir, yaml.safe_load(TINY_CONFIG.read_text()))
+    return workdir
+
+
+def test_every_stage_ran_and_the_summary_is_complete(finished_run):
+    results = finished_run / "results"
+    summary = pd.read_csv(results / "statistics/summary.csv")
+    assert list(summary.columns) == summary_columns("t1")
+    assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5"]
+    assert summary["auc"].between(0, 1).all()
+    assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1"].between(0, 1).all()
+    for name in ("summary.md", "roc.png", "metrics.json", "per_fold.csv"):
+        assert (results / "statistics" / name).stat().st_size > 0
+    assert (results / "qc/skull_strip_dice.csv").exists()
+    for fold in (0, 1):
+        assert (results / f"fold_{fold}/generator/model.pt").exists()
+        manifest = pd.read_csv(results / f"fold_{fold}/synthetic/manifest.csv")
+        assert (manifest.groupby("source_case").size() == 2).all()  # versions: 2
+        assert (results / f"fold_{fold}/synthetic/qc/montage.png").exists()
+
+
+def test_out_of_fold_predictions_cover_every_patient_once_per_scenario(finished_run):
+    results = finished_run / "results"
+    splits = json.loads((results / "folds/splits.json").read_text())
+    for scenario in ("t1", "t2", "t3", "t5"):
+        frames = [pd.read_csv(results / f"fold_{k}/classifier/{scenario}/predictions_patients.csv") for k in (0, 1)]
+        patients = pd.concat(frames)
+        assert sorted(patients["case_id"]) == sorted(c for fold in splits["folds"] for c in fold["test"])
+
+
+def test_no_held_out_patient_reached_a_generator(finished_run):
+    results = finished_run / "results"
+    splits = json.loads((results / "folds/splits.json").read_text())
+    for k, fold in enumerate(splits["folds"]):
+        held_out = set(fold["val"]) | set(fold["test"])
+        trained_on = set(json.loads((results / f"fold_{k}/generator/trained_on.json").read_text())["cases"])
+        sources = set(pd.read_csv(results / f"fold_{k}/synthetic/manifest.csv")["source_case"])
+        assert trained_on and trained_on <= set(fold["train"]) and not trained_on & held_out
+        assert sources <= set(fold["train"]) and not sources & held_out
+
+
+def test_a_second_run_has_nothing_to_do(finished_run):
+    import yaml
+
+    result = run_snakemake(finished_run, yaml.safe_load(TINY_CONFIG.read_text()), "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_no_patient_identifier_in_any_output_or_log(finished_run):
+    # The simulator writes fake identifiers into the DICOM headers (names, ids, birth dates).
+    needles = ["SIM^PATIENT", "FAKEID", "FAKEACC", "PatientName", "PatientBirthDate"]
+    for path in (finished_run / "results").rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".csv", ".log", ".md", ".tsv"}:
+            text = path.read_text(errors="replace")
+            for needle in needles:
+                assert needle not in text, f"{needle} found in {path}"
