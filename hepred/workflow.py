@@ -42,12 +42,11 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
     """Run a workflow script's ``main(snakemake)`` with the rule's log, threads and error policy."""
     log_file = smk.log[0] if len(smk.log) else None
     configure_logging(log_file)
-    try:
-        import torch
-
+    # Only scripts that train have imported torch by now; importing it for the others would
+    # cost seconds per job.
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(max(1, int(smk.threads)))
-    except ImportError:
-        pass
     try:
         main(smk)
     except HepredError as error:
