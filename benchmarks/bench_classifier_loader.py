@@ -1,0 +1,146 @@
+"""Classifier input pipeline: slices/s of the real training loop / slices/s of the bare model.
+
+The real loop is hepred.classifier's `train_epoch` over the training slices of a demo cohort
+that went through the real pipeline (simulate, ingest, preprocess at the default cache size
+128; built once in benchmarks/out/): memory-mapped reads, lesion-centred crops, windowing,
+batching, on-device resize and (scenario t2) augmentation, then `train_step`. The bare model
+runs the same `train_step` on random tensors of the same shape and batch size, as many
+steps as the epoch has. Default classifier settings (64 px crops, batch 16, no workers), one
+thread. Epochs and bare runs alternate; the ratio of each pair is taken on CPU seconds (one
+thread: the single-core time, not inflated by other users of the machine), median over pairs.
+
+For the GPU, where the network is ~100x faster, the same loader at the paper preset (whole
+512 px slices, batch 32; stand-in 512 px cache) is timed without a model: milliseconds per
+slice for the dataset alone and through the DataLoader (collate), i.e. the most slices/s one
+loader process can feed; and the collate of the same batch as int16 HU + uint8 mask (a
+proposal: window on the device, 4x fewer bytes to stack and copy).
+
+    python benchmarks/bench_classifier_loader.py [--quick] [--json FILE]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+
+import harness
+from harness import Clock, Figure
+
+N_CASES = 32
+
+
+def measure(quick: bool) -> list[Figure]:
+    harness.limit_threads(1)
+    import torch
+    from cohorts import one_fold, pipeline_cohort
+
+    from hepred.classifier import classifier_settings
+    from hepred.classifier.data import EpochShuffle
+    from hepred.classifier.model import build_model
+    from hepred.classifier.train import build_datasets, make_loader, train_epoch, train_step
+
+    use = 8 if quick else N_CASES
+    root = pipeline_cohort("classifier_cohort", N_CASES, use=use)
+    labels = json.loads((root / "labels.json").read_text())
+    cases = sorted(p.parent.name for p in (root / "preprocess_128").glob("*/info.json"))[:use]
+    fold = one_fold(cases)
+    cfg = classifier_settings({})
+    device = torch.device("cpu")
+    windows = [{"level": 40, "width": 80}]
+    quiet = logging.getLogger("bench")
+    quiet.setLevel(logging.ERROR)
+    rounds = 2 if quick else 6
+    figures = []
+    for scenario in ("t1", "t2"):
+        train_set, _, _ = build_datasets(fold, scenario, labels, root / "preprocess_128", None, cfg, windows, quiet)
+        torch.manual_seed(0)
+        model = build_model(cfg).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        loader = make_loader(train_set, cfg, device, sampler=EpochShuffle(len(train_set), 0), drop_last=True)
+        batch = int(cfg["batch_size"])
+        size = int(cfg["image_size"])
+        images = torch.rand(batch, 3, size, size)
+        targets = (torch.rand(batch) < 0.35).float()
+        augment = scenario == "t2"
+        train_epoch(model, optimizer, loader, cfg, device, 0, 0, augment)  # warm-up: page cache, allocator
+        ratios_cpu, ratios_wall, real_rates, bare_rates = [], [], [], []
+        for epoch in range(1, rounds + 1):
+            with Clock() as real:
+                _, seen = train_epoch(model, optimizer, loader, cfg, device, 0, epoch, augment)
+            with Clock() as bare:
+                for _ in range(seen // batch):
+                    train_step(model, optimizer, images, targets, cfg, device)
+            real_rates.append(seen / real.cpu)
+            bare_rates.append(seen / bare.cpu)
+            ratios_cpu.append(bare.cpu / real.cpu)
+            ratios_wall.append(bare.wall / real.wall)
+        figures += [
+            Figure(f"classifier_loader_ratio_{scenario}", statistics.median(ratios_cpu), ">= 0.9", "",
+                   f"{len(train_set)} training slices of {len(fold['train'])} real preprocessed cases; "
+                   f"{'with' if augment else 'no'} augmentation; median of {rounds} epoch/bare pairs, CPU s"),
+            Figure(f"classifier_loader_ratio_{scenario}_wall", statistics.median(ratios_wall), "", ""),
+            Figure(f"classifier_real_loop_slices_per_s_{scenario}", statistics.median(real_rates), "", "slices/s",
+                   "1 CPU thread, 64 px crops, batch 16"),
+            Figure(f"classifier_bare_slices_per_s_{scenario}", statistics.median(bare_rates), "", "slices/s"),
+        ]
+    return figures + paper_preset_feed(quick)
+
+
+def paper_preset_feed(quick: bool) -> list[Figure]:
+    """Milliseconds per whole 512 px slice spent by one loader process (no model)."""
+    import time
+
+    import numpy as np
+    import torch
+    from cohorts import one_fold, stand_in_cache
+    from harness import CACHE
+    from torch.utils.data import default_collate
+
+    from hepred.classifier import PAPER_PRESET, classifier_settings
+    from hepred.classifier.data import EpochShuffle
+    from hepred.classifier.train import build_datasets, make_loader
+
+    root = CACHE / "stand_in_512"
+    labels = stand_in_cache(root, 12, size=512, n_slices=30)
+    fold = one_fold(sorted(labels), val_fraction=0.1, test_fraction=0.1)
+    cfg = classifier_settings({**PAPER_PRESET, "batch_size": 32})
+    quiet = logging.getLogger("bench")
+    quiet.setLevel(logging.ERROR)
+    train_set, _, _ = build_datasets(fold, "t2", labels, root, None, cfg, [{"level": 40, "width": 80}], quiet)
+    loader = make_loader(train_set, cfg, torch.device("cpu"), sampler=EpochShuffle(len(train_set), 0))
+    passes = 1 if quick else 3
+    for _ in loader:  # warm-up: page cache
+        pass
+    started = time.process_time()
+    for _ in range(passes):
+        for index in range(len(train_set)):
+            train_set[index]
+    item_ms = (time.process_time() - started) / (passes * len(train_set)) * 1000
+    started = time.process_time()
+    for _ in range(passes):
+        for _batch in loader:
+            pass
+    loader_ms = (time.process_time() - started) / (passes * len(train_set)) * 1000
+    compact = [(torch.from_numpy(np.asarray(train_set.slice_arrays(i)[0])), torch.from_numpy(np.asarray(
+        train_set.slice_arrays(i)[1])), torch.tensor(1.0), i) for i in range(min(32, len(train_set)))]
+    started = time.process_time()
+    for _ in range(10 * passes):
+        default_collate(compact)
+    compact_ms = (time.process_time() - started) / (10 * passes * len(compact)) * 1000
+    note = f"paper preset, {len(train_set)} whole 512 px slices of stand-in cases, batch 32, CPU ms per slice"
+    return [
+        Figure("loader512_dataset_ms_per_slice", item_ms, "", "ms", note),
+        Figure("loader512_dataloader_ms_per_slice", loader_ms, "", "ms", "dataset + collate of float32 [3, 512, 512]"),
+        Figure("loader512_max_feed_slices_per_s_one_process", 1000 / loader_ms, "", "slices/s"),
+        Figure("loader512_collate_int16_uint8_ms_per_slice", compact_ms, "", "ms",
+               "proposal: collate HU int16 + mask uint8, window on the device"),
+    ]
+
+
+def main() -> None:
+    args = harness.base_parser(__doc__).parse_args()
+    harness.finish(measure(args.quick), args.json, "Classifier loader vs bare model")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmark harness: figure targets and the parsing of bench_synthesis.py's summary table."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from harness import Figure, figure_table
+from run_all import parse_table, synthesis_figures
+
+
+@pytest.mark.parametrize(
+    "value, target, met",
+    [(1.2, "<= 1.5", True), (1.6, "<= 1.5", False), (0.95, ">= 0.9", True), (0.5, ">= 0.9", False), (3.0, "", None)],
+)
+def test_figure_met_follows_its_target(value, target, met):
+    assert Figure("x", value, target).met is met
+
+
+def test_figure_table_marks_missed_targets():
+    table = figure_table([Figure("fast", 1.0, "<= 2", "s"), Figure("slow", 3.0, "<= 2", "s"), Figure("info", 5.0)])
+    lines = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+    assert lines["fast"][-1] == "yes"
+    assert lines["slow"][-1] == "NO"
+    assert lines["info"][-1] == "-"
+
+
+def test_synthesis_summary_with_empty_cells_is_parsed_by_column():
+    frame = pd.DataFrame(
+        {
+            "method": ["diffusion", "diffusion", "gan", "morph"],
+            "device": ["cpu"] * 4,
+            "train_slices": [20] * 4,
+            "train_steps_per_s": [4.9, 4.9, 12.1, 0.0],
+            "ddim_steps": [10, 25, "", ""],
+            "synthetic_slices": [40] * 4,
+            "slices_per_s": [12.7, 9.7, 69.0, 101.0],
+            "lesion_hu_wasserstein": [55.8, 65.7, 38.1, 2.1],
+        }
+    )
+    rows = parse_table(frame.to_string(index=False))
+    assert [row["ddim_steps"] for row in rows] == ["10", "25", "", ""]
+    assert rows[2]["method"] == "gan" and rows[2]["slices_per_s"] == "69.0"
+
+    figures = {fig.name: fig.value for fig in synthesis_figures("header\n\nsummary\n" + frame.to_string(index=False))}
+    assert figures["synthesis_diffusion_cpu_ddim25_slices_per_s"] == 9.7
+    assert figures["synthesis_gan_cpu_lesion_hu_wasserstein"] == 38.1
+    assert figures["synthesis_diffusion_cpu_ddim10_train_steps_per_s"] == 4.9
+    assert "synthesis_diffusion_cpu_ddim25_train_steps_per_s" not in figures  # same training, reported once
+    assert "synthesis_morph_cpu_train_steps_per_s" not in figures  # morph does not train
