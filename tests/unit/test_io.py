@@ -1,0 +1,36 @@
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from hepred.io import atomic_path, save_sitk, write_json
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed halfway")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_are_readable_by_others(tmp_path):
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert os.stat(tmp_path / "a.json").st_mode & 0o044  # not the 0600 of mkstemp
+
+
+def test_save_sitk_roundtrip_keeps_geometry(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) - 1024
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.45, 0.5, 5.0))
+    image.SetOrigin((-10.0, 20.0, -30.0))
+    image.SetDirection((1, 0, 0, 0, 0.96, -0.28, 0, 0.28, 0.96))
+    save_sitk(tmp_path / "ct.nii.gz", image)
+    back = sitk.ReadImage(str(tmp_path / "ct.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(back), array)
+    assert np.allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    assert np.allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    assert np.allclose(back.GetDirection(), image.GetDirection(), atol=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == ["ct.nii.gz"]
