@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import pickle
 from pathlib import Path
 
@@ -107,6 +108,15 @@ def _montage_panels(slab: CaseSlab, outputs: list[tuple[np.ndarray, np.ndarray]]
     return slab.case_id, panels
 
 
+def _copy_generator_loss_curve(generator_dir: Path, qc_dir: Path) -> None:
+    """The fold's QC folder holds the generator's training curve beside the image checks."""
+    for name in ("loss.csv", "loss.png"):
+        source = generator_dir / name
+        if source.exists():
+            with io.atomic_path(qc_dir / f"generator_{name}") as tmp:
+                shutil.copyfile(source, tmp)
+
+
 def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, int], model_path: Path, cfg: dict,
                out_dir: Path, seed: int, device: str = "auto", fold: dict | None = None,
                log: logging.Logger = LOG) -> pd.DataFrame:
@@ -161,6 +171,7 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     if not rows:
         raise HepredError("no training case has a lesion-bearing slice to synthesise from", path=preprocess_dir)
     summary = write_qc(out_dir / "qc", real, synthetic, examples)
+    _copy_generator_loss_curve(model_path.parent, out_dir / "qc")
     log.info("synthetic lesion HU: mean difference %+.1f, Wasserstein %.1f (real vs synthetic)",
              summary["mean_hu_difference"], summary["wasserstein_hu"])
 

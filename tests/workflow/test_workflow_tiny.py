@@ -35,7 +35,8 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
         assert (results / f"fold_{fold}/generator/model.pt").exists()
         manifest = pd.read_csv(results / f"fold_{fold}/synthetic/manifest.csv")
         assert (manifest.groupby("source_case").size() == 2).all()  # versions: 2
-        assert (results / f"fold_{fold}/synthetic/qc/montage.png").exists()
+        for qc in ("montage.png", "hu_stats.csv", "wasserstein.json", "generator_loss.csv", "generator_loss.png"):
+            assert (results / f"fold_{fold}/synthetic/qc" / qc).exists(), qc
 
 
 def test_out_of_fold_predictions_cover_every_patient_once_per_scenario(finished_run):
