@@ -64,6 +64,8 @@ DEFAULTS = {
     "scale_range": 0.1,
     "num_workers": 0,
     "threshold": 0.5,
+    "monitor": "val_loss",
+    "min_epochs": 1,
 }
 # Yalcin et al. 2024 (with preprocess.size 512): whole 512 x 512 slices, > 100 lesion pixels.
 PAPER_PRESET = {
@@ -320,11 +322,25 @@ def new_or_resumed_state(
     return state
 
 
+def selection_score(row: dict, monitor: str) -> float:
+    """Lower is better: validation loss, or minus validation AUC (NaN counts as worst)."""
+    value = row["val_loss"] if monitor == "val_loss" else -row["val_auc"]
+    return math.inf if math.isnan(value) else value
+
+
 def record_epoch(state: dict, model: torch.nn.Module, cfg: dict, row: dict) -> None:
-    """Book-keeping after an epoch: best weights (lowest validation loss), patience, curve."""
+    """Book-keeping after an epoch: best weights (by cfg monitor), patience, curve.
+
+    Epochs before ``min_epochs`` are neither kept nor counted for patience: on a small
+    cohort the first epoch often has the lowest validation loss while its batch-norm
+    statistics are still those of an untrained network, so eval-mode outputs are constant.
+    """
     epoch = row["epoch"]
-    if row["val_loss"] < state["best_val_loss"]:
-        state.update(best_epoch=epoch, best_val_loss=row["val_loss"], wait=0)
+    score = selection_score(row, cfg["monitor"])
+    if epoch < int(cfg["min_epochs"]):
+        pass
+    elif score < state["best_val_loss"]:
+        state.update(best_epoch=epoch, best_val_loss=score, wait=0)
         state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
         state["wait"] += 1
@@ -466,10 +482,11 @@ def train_classifier(
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
     log.info(
-        "fold %d %s: best epoch %d (val loss %.4f); %d test slices of %d patients scored",
+        "fold %d %s: best epoch %d (%s score %.4f); %d test slices of %d patients scored",
         fold_index,
         scenario,
         state["best_epoch"],
+        cfg["monitor"],
         state["best_val_loss"],
         len(slices),
         len(patients),

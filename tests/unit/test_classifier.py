@@ -281,3 +281,19 @@ def test_resume_after_sigkill_matches_uninterrupted_run(cohort, caplog):
     assert "epoch 1/3" not in caplog.text  # finished epochs are not trained again
     for name in ("predictions_slices.csv", "predictions_patients.csv", "curve.csv"):
         assert (out_dir / name).read_text() == (reference / name).read_text()
+
+
+def test_epochs_before_min_epochs_are_never_kept():
+    import math
+
+    import torch
+
+    from hepred.classifier.train import classifier_settings, record_epoch
+
+    cfg = classifier_settings({"min_epochs": 3, "patience": 2, "max_epochs": 10, "monitor": "val_auc"})
+    model = torch.nn.Linear(1, 1)
+    state = {"best_val_loss": math.inf, "best_epoch": 0, "best_state": None, "wait": 0, "curve": [], "epoch": 0}
+    for epoch, auc in enumerate([0.9, 0.8, 0.6, 0.7, 0.65, 0.5], start=1):
+        record_epoch(state, model, cfg, {"epoch": epoch, "val_loss": 0.1, "val_auc": auc, "lr": 1e-3})
+    assert state["best_epoch"] == 4  # epochs 1-2 ignored; AUC 0.7 beats 0.6, then two worse epochs
+    assert state["finished"] and state["epoch"] == 6
