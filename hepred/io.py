@@ -102,8 +102,10 @@ def save_sitk(path: str | Path, image) -> None:
             raw = tmp.with_name(tmp.name[: -len(".gz")])
             try:
                 sitk.WriteImage(image, str(raw), useCompression=False)
-                with open(raw, "rb") as source, gzip.open(tmp, "wb", compresslevel=1) as target:
-                    shutil.copyfileobj(source, target, length=1 << 22)
+                # mtime=0 and no file name in the header: the same image gives the same bytes.
+                with open(raw, "rb") as source, open(tmp, "wb") as sink:
+                    with gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=sink, mtime=0) as target:
+                        shutil.copyfileobj(source, target, length=1 << 22)
             finally:
                 raw.unlink(missing_ok=True)
         else:

@@ -34,3 +34,11 @@ def test_save_sitk_roundtrip_keeps_geometry(tmp_path):
     assert np.allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
     assert np.allclose(back.GetDirection(), image.GetDirection(), atol=1e-4)
     assert [p.name for p in tmp_path.iterdir()] == ["ct.nii.gz"]
+
+
+def test_the_same_image_gives_the_same_bytes(tmp_path, monkeypatch):
+    image = sitk.GetImageFromArray(np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    save_sitk(tmp_path / "a.nii.gz", image)
+    monkeypatch.setattr("time.time", lambda: 1e9)  # a later write: gzip must not stamp the time
+    save_sitk(tmp_path / "b.nii.gz", image)
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
