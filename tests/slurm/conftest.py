@@ -78,10 +78,11 @@ class SlurmCluster:
     def wait_until_finished(self, job_id: str, timeout: float) -> str:
         return self.wait_for_state(job_id, FINAL_STATES, timeout)
 
-    def snakemake(self, workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        """Run snakemake with the SLURM profile in `workdir`, verbose so that the plugin's
-        sbatch calls are in the output; does not raise on failure."""
-        cmd = [
+    @staticmethod
+    def snakemake_command(*args: str) -> list[str]:
+        """snakemake with the SLURM profile, verbose so that the plugin's sbatch calls and
+        the SLURM job ids are in its output."""
+        return [
             sys.executable,
             "-m",
             "snakemake",
@@ -91,9 +92,31 @@ class SlurmCluster:
             "--verbose",
             *args,
         ]
+
+    def snakemake(self, workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run snakemake with the SLURM profile in `workdir`; does not raise on failure."""
         return subprocess.run(
-            cmd, cwd=workdir, env=self.env, text=True, capture_output=True, timeout=timeout
+            self.snakemake_command(*args),
+            cwd=workdir,
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
+
+    def start_snakemake(self, workdir: Path, output: Path, *args: str) -> subprocess.Popen:
+        """Start snakemake with the SLURM profile in the background, stdout and stderr to
+        `output` (which the caller can follow while it runs)."""
+        with open(output, "w") as out:
+            return subprocess.Popen(
+                self.snakemake_command(*args),
+                cwd=workdir,
+                env=self.env,
+                text=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
 
 def _cluster_env() -> dict:
