@@ -49,15 +49,13 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
         torch.set_num_threads(max(1, int(smk.threads)))
     try:
         main(smk)
-    except HepredError as error:
+    except BaseException as error:
+        # Whatever ended the job (bad input, a bug, Ctrl-C), none of its outputs stays.
         _remove_outputs(list(smk.output))
-        log.error("%s", error)
-        print(f"hepred: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except Exception:
-        _remove_outputs(list(smk.output))
-        log.exception("unexpected error (a bug, please report it with this log)")
-        raise
-    except BaseException:
-        _remove_outputs(list(smk.output))
+        if isinstance(error, HepredError):
+            log.error("%s", error)
+            print(f"hepred: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        if isinstance(error, Exception):
+            log.exception("unexpected error (a bug, please report it with this log)")
         raise
