@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,32 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     for key, value in (overrides or {}).items():
         raw[key] = value
     return validate_config(raw, source=path)
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def reference_table() -> str:
+    """The README's configuration table, made from the schema (keys, defaults, meanings)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(properties: dict[str, Any], prefix: str) -> None:
+        for name, spec in properties.items():
+            key = f"{prefix}{name}"
+            meaning = spec.get("description", "")
+            if "enum" in spec:
+                meaning = f"{meaning} One of {', '.join(map(str, spec['enum']))}.".strip()
+            if spec.get("type") == "object" and "properties" in spec:
+                rows.append(f"| **`{key}`** | | {_cell(meaning)} |")
+                walk(spec["properties"], f"{key}.")
+            else:
+                default = json.dumps(spec.get("default"))
+                rows.append(f"| `{key}` | `{_cell(default)}` | {_cell(meaning)} |")
+
+    walk(load_schema()["properties"], "")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(), end="")

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft7Validator
 
-from hepred.config import load_config, validate_config
+from hepred.config import load_config, load_schema, reference_table, validate_config
 from hepred.errors import HepredError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +34,20 @@ def test_unknown_top_level_section(tmp_path):
     path.write_text(yaml.safe_dump({"sampels": "x.csv"}))
     with pytest.raises(HepredError, match="sampels"):
         load_config(path)
+
+
+def test_schema_entries_use_only_json_schema_keywords():
+    # An unquoted comma in a YAML flow mapping ({description: a, b}) silently makes a stray key.
+    keywords = set(Draft7Validator.META_SCHEMA["properties"])
+
+    def walk(properties, prefix=""):
+        for name, spec in properties.items():
+            assert set(spec) <= keywords, f"{prefix}{name}: {sorted(set(spec) - keywords)}"
+            walk(spec.get("properties", {}), f"{prefix}{name}.")
+
+    walk(load_schema()["properties"])
+
+
+def test_readme_configuration_table_is_the_schema():
+    readme = (REPO / "README.md").read_text()
+    assert reference_table() in readme, "README table is stale: python -m hepred.config prints the current one"
