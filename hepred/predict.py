@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from hepred import io
 from hepred.classifier.data import CaseSource, SliceDataset, index_slices
@@ -24,7 +23,7 @@ from hepred.classifier.train import (
     SCENARIOS,
     classifier_settings,
     patient_probabilities,
-    slice_logits,
+    slice_probabilities,
 )
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
@@ -135,7 +134,9 @@ def predict(
             items = index_slices(sources, int(cfg["min_lesion_pixels"]), fallback_to_largest=True)
             dataset = SliceDataset(sources, items, preprocess_cfg["windows"], int(cfg["crop"]))
             slices = dataset.item_table()
-            slices["probability"] = torch.sigmoid(torch.from_numpy(slice_logits(model, dataset, cfg, device))).numpy()
+            # Scored as the fold's own test cases were: same test-time views, same offset.
+            offset = float(meta.get("logit_offset", 0.0))
+            slices["probability"] = slice_probabilities(model, dataset, cfg, device, meta["scenario"], offset)
             per_model.append(patient_probabilities(slices).set_index("case_id")["probability"].rename(str(path)))
             logger.info("%s: %d slices of %d cases scored", path, len(slices), len(cases))
 

@@ -8,17 +8,20 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import brentq
 from sklearn.metrics import roc_auc_score
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 
 from hepred import io
-from hepred.classifier.augment import augmentation_rng, draw_affines, prepare_batch
+from hepred.classifier.augment import augmentation_rng, dihedral_affines, draw_affines, prepare_batch
 from hepred.classifier.data import (
     EpochShuffle,
     SliceDataset,
@@ -62,6 +65,11 @@ DEFAULTS = {
     "affine_prob": 0.5,
     "rotate_deg": 10.0,
     "scale_range": 0.1,
+    "rotate90": True,
+    "test_time_augmentation": True,
+    "calibration": "prevalence",
+    "lr_schedule": "onecycle",
+    "weight_ema": 0.0,
     "num_workers": 0,
     "threshold": 0.5,
     "monitor": "val_loss",
@@ -81,6 +89,12 @@ PAPER_PRESET = {
     "focal_gamma": 1.0,
     "flip_prob": 0.5,
     "affine_prob": 0.0,
+    "rotate90": False,
+    "test_time_augmentation": False,
+    "calibration": "none",
+    "lr_schedule": "constant",
+    "weight_ema": 0.0,
+    "min_epochs": 1,
 }
 SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
 PATIENT_COLUMNS = [
@@ -161,15 +175,65 @@ def train_step(
 
 
 @torch.no_grad()
-def slice_logits(model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device) -> np.ndarray:
-    """Logits of every item of ``dataset`` in order; the last, partial batch is scored too."""
+def slice_logits(
+    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, theta: torch.Tensor | None = None
+) -> np.ndarray:
+    """Logits of every item of ``dataset`` in order; the last, partial batch is scored too.
+
+    ``theta`` (one [2, 3] matrix, see ``augment``) scores every slice through that view.
+    """
     model.eval()
     logits = np.full(len(dataset), np.nan, dtype=np.float32)
     for images, _, indices in make_loader(dataset, cfg, device):
+        view = None if theta is None else theta.expand(len(images), 2, 3)
         with autocast(device):
-            out = model(to_device(images, device, int(cfg["image_size"]))).squeeze(1)
+            out = model(to_device(images, device, int(cfg["image_size"]), view)).squeeze(1)
         logits[indices.numpy()] = out.float().cpu().numpy()
     return logits
+
+
+def view_logits(
+    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, scenario: str
+) -> np.ndarray:
+    """[V, N] logits of every item of ``dataset`` through each test-time view.
+
+    For a scenario trained with augmentation and ``test_time_augmentation`` on, the views
+    are the flips (and quarter turns, with ``rotate90``) it was trained on, whose mean
+    steadies a model trained on few patients; otherwise the one plain view.
+    """
+    if not (SCENARIOS[scenario][0] and cfg["test_time_augmentation"]):
+        return slice_logits(model, dataset, cfg, device)[None]
+    views = dihedral_affines(1, bool(cfg["rotate90"]))
+    return np.stack([slice_logits(model, dataset, cfg, device, theta[0]) for theta in views])
+
+
+def probabilities(logits: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """Mean over the views of [V, N] logits of sigmoid(logit + ``offset``)."""
+    return (1.0 / (1.0 + np.exp(-(logits.astype(np.float64) + offset)))).mean(axis=0)
+
+
+def prevalence_offset(val_logits: np.ndarray, prevalence: float) -> float:
+    """Logit offset that makes the mean validation probability equal the training prevalence.
+
+    Models trained on a few dozen patients rank a fold's patients well but settle at
+    different overall levels, which pooling the folds' predictions turns into noise. The
+    offset is fitted on the fold's validation slices without their labels, never on the
+    test fold, and one number added to every logit cannot change the fold's own ranking.
+    """
+    target = min(max(prevalence, 1e-3), 1 - 1e-3)
+    return float(brentq(lambda offset: probabilities(val_logits, offset).mean() - target, -50.0, 50.0))
+
+
+def slice_probabilities(
+    model: torch.nn.Module,
+    dataset: SliceDataset,
+    cfg: dict,
+    device: torch.device,
+    scenario: str,
+    offset: float = 0.0,
+) -> np.ndarray:
+    """Probability of every item of ``dataset``: the mean over its test-time views (``view_logits``)."""
+    return probabilities(view_logits(model, dataset, cfg, device, scenario), offset).astype(np.float32)
 
 
 def evaluate(
@@ -265,9 +329,63 @@ def save_curve(out_dir: Path, curve: list[dict], best_epoch: int) -> None:
     io.save_figure(out_dir / "curve.png", figure)
 
 
+@dataclass
+class Learner:
+    """The network and what updates it: optimizer, learning-rate schedule and, with
+    ``weight_ema`` > 0, an exponential moving average of the weights (timm ``ModelEmaV3``).
+
+    The averaged copy is what is validated, kept and scored: on a few dozen patients the raw
+    weights swing from step to step, and their average generalises and calibrates better.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    ema: ModelEmaV3 | None
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, cfg: dict, steps_per_epoch: int) -> Learner:
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        scheduler = None
+        if cfg["lr_schedule"] == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=float(cfg["lr"]), total_steps=int(cfg["max_epochs"]) * max(steps_per_epoch, 1)
+            )
+        ema = ModelEmaV3(model, decay=float(cfg["weight_ema"])) if cfg["weight_ema"] > 0 else None
+        return cls(model, optimizer, scheduler, ema)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights that are validated, kept and used for prediction."""
+        return self.model if self.ema is None else self.ema.module
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor, cfg: dict, device: torch.device) -> torch.Tensor:
+        loss = train_step(self.model, self.optimizer, images, targets, cfg, device)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+
+
 def train_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    learner: Learner,
     loader: DataLoader,
     cfg: dict,
     device: torch.device,
@@ -283,23 +401,17 @@ def train_epoch(
     torch.manual_seed(_epoch_seed(seed, epoch))
     loader.sampler.set_epoch(epoch)
     aug_rng = augmentation_rng(seed, epoch)
-    model.train()
+    learner.model.train()
     loss_sum, seen = torch.zeros((), device=device), 0
     for images, targets, _ in loader:
         theta = draw_affines(aug_rng, len(images), cfg) if augment else None
         batch = to_device(images, device, int(cfg["image_size"]), theta)
-        loss_sum += train_step(model, optimizer, batch, targets, cfg, device) * len(images)
+        loss_sum += learner.step(batch, targets, cfg, device) * len(images)
         seen += len(images)
     return float(loss_sum) / seen, seen
 
 
-def new_or_resumed_state(
-    checkpoint: Checkpoint,
-    fingerprint: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    log: logging.Logger,
-) -> dict:
+def new_or_resumed_state(checkpoint: Checkpoint, fingerprint: str, learner: Learner, log: logging.Logger) -> dict:
     """Training state from ``checkpoint_latest`` when it belongs to this run, else a fresh one."""
     state = checkpoint.load()
     if state is not None and state.get("fingerprint") != fingerprint:
@@ -316,8 +428,7 @@ def new_or_resumed_state(
             "curve": [],
             "finished": False,
         }
-    model.load_state_dict(state.pop("model"))
-    optimizer.load_state_dict(state.pop("optimizer"))
+    learner.load_state_dict(state.pop("learner"))
     log.info("resuming from epoch %d (%s)", state["epoch"], checkpoint.path)
     return state
 
@@ -350,11 +461,17 @@ def record_epoch(state: dict, model: torch.nn.Module, cfg: dict, row: dict) -> N
 
 
 def score_test_cases(
-    model: torch.nn.Module, test_set: SliceDataset, cfg: dict, device: torch.device, fold_index: int, scenario: str
+    model: torch.nn.Module,
+    test_set: SliceDataset,
+    cfg: dict,
+    device: torch.device,
+    fold_index: int,
+    scenario: str,
+    offset: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Slice and patient tables of the fold's test cases (out-of-fold predictions)."""
     slices = test_set.item_table()
-    slices["probability"] = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device))).numpy()
+    slices["probability"] = slice_probabilities(model, test_set, cfg, device, scenario, offset)
     slices["fold"], slices["scenario"] = fold_index, scenario
     patients = patient_probabilities(slices).merge(
         slices.groupby("case_id", as_index=False)["label"].first(), on="case_id"
@@ -413,7 +530,6 @@ def train_classifier(
     model = build_model(cfg, log).to(torch_device)
     if torch_device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     # Full batches only: a batch of one breaks batch norm, and the reshuffle uses every slice over the epochs.
     train_loader = make_loader(
         train_set,
@@ -432,19 +548,20 @@ def train_classifier(
         val=[(val_set.sources[i.source].case_id, i.slice) for i in val_set.items],
     )
     checkpoint = Checkpoint(out_dir / "checkpoint_latest.pt")
-    state = new_or_resumed_state(checkpoint, fingerprint, model, optimizer, log)
+    learner = Learner.build(model, cfg, len(train_loader))
+    state = new_or_resumed_state(checkpoint, fingerprint, learner, log)
 
     while not state["finished"]:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         train_loss, seen = train_epoch(
-            model, optimizer, train_loader, cfg, torch_device, seed, epoch, augment=SCENARIOS[scenario][0]
+            learner, train_loader, cfg, torch_device, seed, epoch, augment=SCENARIOS[scenario][0]
         )
         train_seconds = time.perf_counter() - started
-        val_loss, val_auc, _ = evaluate(model, val_set, cfg, torch_device)
+        val_loss, val_auc, _ = evaluate(learner.scored, val_set, cfg, torch_device)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc}
-        record_epoch(state, model, cfg, {**row, "lr": optimizer.param_groups[0]["lr"]})
-        checkpoint.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        record_epoch(state, learner.scored, cfg, {**row, "lr": learner.optimizer.param_groups[0]["lr"]})
+        checkpoint.save({**state, "learner": learner.state_dict()})
         log.info(
             "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.3f, %.0f slices/s (%.1f s)%s",
             epoch,
@@ -462,6 +579,15 @@ def train_classifier(
     if state["best_state"] is None:
         raise HepredError(f"fold {fold_index} {scenario}: validation loss was never finite (training diverged)")
     model.load_state_dict(state["best_state"])
+    offset = 0.0
+    if cfg["calibration"] == "prevalence":
+        prevalence = float(np.mean([train_set.sources[item.source].label for item in train_set.items]))
+        offset = prevalence_offset(view_logits(model, val_set, cfg, torch_device, scenario), prevalence)
+        log.info(
+            "calibration: logit offset %+.3f brings the validation slices to the training prevalence %.3f",
+            offset,
+            prevalence,
+        )
     save_weights(
         out_dir / "model.pt",
         state["best_state"],
@@ -473,12 +599,13 @@ def train_classifier(
             "seed": seed,
             "best_epoch": state["best_epoch"],
             "best_val_loss": state["best_val_loss"],
+            "logit_offset": offset,
             "epochs_run": state["epoch"],
             "train_cases": sorted(fold["train"]),
         },
     )
     save_curve(out_dir, state["curve"], state["best_epoch"])
-    slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario)
+    slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offset)
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
     log.info(

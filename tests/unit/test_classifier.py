@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hepred.classifier.augment import draw_affines, prepare_batch
+from hepred.classifier.augment import dihedral_affines, draw_affines, prepare_batch
 from hepred.classifier.data import (
     SliceDataset,
     crop_centred,
@@ -24,11 +24,17 @@ from hepred.classifier.data import (
     original_sources,
     synthetic_sources,
 )
+from hepred.classifier.model import build_model
 from hepred.classifier.train import (
     PATIENT_COLUMNS,
     SLICE_COLUMNS,
     build_datasets,
+    classifier_settings,
+    prevalence_offset,
+    probabilities,
+    slice_logits,
     train_classifier,
+    view_logits,
 )
 from hepred.errors import HepredError
 from hepred.training import load_weights
@@ -165,17 +171,38 @@ def test_crop_pads_outside_the_slice():
     np.testing.assert_array_equal(crop[2:, :3], array[0:2, 3:6])
 
 
+AUGMENT = {"flip_prob": 0.0, "affine_prob": 0.0, "rotate_deg": 10, "scale_range": 0.1, "rotate90": False}
+
+
 def test_flip_only_augmentation_mirrors_left_right():
     images = torch.rand(2, 3, 8, 8)
-    theta = draw_affines(
-        np.random.default_rng(0), 2, {"flip_prob": 1.0, "affine_prob": 0.0, "rotate_deg": 10, "scale_range": 0.1}
-    )
+    theta = draw_affines(np.random.default_rng(0), 2, {**AUGMENT, "flip_prob": 1.0})
     torch.testing.assert_close(prepare_batch(images, 8, theta), images.flip(-1), atol=1e-5, rtol=0)
-    unchanged = draw_affines(
-        np.random.default_rng(0), 2, {"flip_prob": 0.0, "affine_prob": 0.0, "rotate_deg": 10, "scale_range": 0.1}
-    )
+    unchanged = draw_affines(np.random.default_rng(0), 2, AUGMENT)
     torch.testing.assert_close(prepare_batch(images, 8, unchanged), images, atol=1e-5, rtol=0)
     assert prepare_batch(images, 16).shape == (2, 3, 16, 16)
+
+
+def test_quarter_turns_are_exact_and_all_four_are_drawn():
+    images = torch.rand(400, 1, 6, 6)
+    warped = prepare_batch(images, 6, draw_affines(np.random.default_rng(1), 400, {**AUGMENT, "rotate90": True}))
+    rotations = torch.stack([torch.rot90(images, turn, (-2, -1)) for turn in range(4)])
+    # Each sample equals exactly one quarter turn of itself (no interpolation blur).
+    matches = (warped[None] - rotations).abs().amax(dim=(2, 3, 4)) < 1e-6
+    assert matches.sum(0).eq(1).all()
+    assert (matches.sum(1) > 60).all(), matches.sum(1)
+
+
+def test_test_time_views_are_the_eight_distinct_dihedral_transforms():
+    images = torch.rand(3, 3, 8, 8)
+    views = [prepare_batch(images, 8, theta) for theta in dihedral_affines(3, rotate90=True)]
+    expected = [
+        torch.rot90(images.flip(-1) if flip else images, turn, (-2, -1)) for turn in range(4) for flip in (0, 1)
+    ]
+    for view in views:
+        assert sum(torch.allclose(view, e, atol=1e-6) for e in expected) == 1
+    assert len({tuple(v.flatten()[:20].tolist()) for v in views}) == 8
+    assert len(dihedral_affines(3, rotate90=False)) == 2
 
 
 def test_synthetic_images_of_held_out_cases_are_refused(cohort):
@@ -261,9 +288,11 @@ KILLED_RUN = textwrap.dedent("""
     """)
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(cohort, caplog):
-    cfg = {**TINY, "max_epochs": 3}
-    reference = train(cohort, "reference", scenario="t2", max_epochs=3)
+@pytest.mark.parametrize("weight_ema", [0.0, 0.9])
+def test_resume_after_sigkill_matches_uninterrupted_run(cohort, caplog, weight_ema):
+    # One-cycle schedule (the default) and, with weight_ema, the averaged weights resume too.
+    cfg = {**TINY, "max_epochs": 3, "weight_ema": weight_ema}
+    reference = train(cohort, "reference", scenario="t2", max_epochs=3, weight_ema=weight_ema)
 
     out_dir = cohort / "killed"
     args = {"fold": FOLD, "labels": LABELS, "preprocess": str(cohort / "preprocess"), "cfg": cfg, "out": str(out_dir)}
@@ -297,3 +326,36 @@ def test_epochs_before_min_epochs_are_never_kept():
         record_epoch(state, model, cfg, {"epoch": epoch, "val_loss": 0.1, "val_auc": auc, "lr": 1e-3})
     assert state["best_epoch"] == 4  # epochs 1-2 ignored; AUC 0.7 beats 0.6, then two worse epochs
     assert state["finished"] and state["epoch"] == 6
+
+
+def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offset(cohort):
+    out_dir = train(cohort, "tta", scenario="t2")
+    payload = load_weights(out_dir / "model.pt")
+    cfg = classifier_settings(TINY)
+    model = build_model({**cfg, "pretrained": ""})
+    model.load_state_dict(payload["state_dict"])
+    _, val_set, test_set = build_datasets(
+        FOLD, "t2", LABELS, cohort / "preprocess", None, cfg, [{"level": 40, "width": 80}]
+    )
+    device = torch.device("cpu")
+    views = [slice_logits(model, test_set, cfg, device, theta[0]) for theta in dihedral_affines(1, rotate90=True)]
+    offset = payload["meta"]["logit_offset"]
+    expected = torch.sigmoid(torch.from_numpy(np.stack(views)) + offset).mean(0).numpy()
+    written = pd.read_csv(out_dir / "predictions_slices.csv")["probability"].to_numpy()
+    np.testing.assert_allclose(written, expected, rtol=1e-5)
+    # The offset brings the mean validation probability to the training prevalence (1/2 here).
+    val_probabilities = probabilities(view_logits(model, val_set, cfg, device, "t2"), offset)
+    assert val_probabilities.mean() == pytest.approx(0.5, abs=1e-6)
+    plain = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device)) + offset).numpy()
+    assert np.abs(written - plain).max() > 1e-5
+    # Without augmentation in training (t1), test slices are scored through the plain view only.
+    assert view_logits(model, test_set, cfg, device, "t1").shape == (1, len(test_set))
+
+
+def test_prevalence_offset_matches_the_mean_probability_and_keeps_the_ranking():
+    logits = np.array([[-3.0, -1.0, 0.5, 2.0]])
+    offset = prevalence_offset(logits, 0.25)
+    shifted = probabilities(logits, offset)
+    assert shifted.mean() == pytest.approx(0.25, abs=1e-9)
+    assert list(np.argsort(shifted)) == [0, 1, 2, 3]
+    assert offset < 0  # the raw mean probability (about 0.45) was above 0.25
