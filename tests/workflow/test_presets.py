@@ -14,3 +14,15 @@ def test_preset_passes_a_dry_run(workdir, preset):
     assert "train_classifier" in output and "train_generator" in output and "statistics" in output
     if preset == "paper.yaml":
         assert "20 train_classifier" in " ".join(output.split()) or "train_classifier 20" in " ".join(output.split())
+
+
+def test_paper_preset_file_matches_the_package_constant():
+    from hepred.classifier import PAPER_PRESET
+
+    # The workflow merges configs/paper.yaml over config.yaml: no demo setting may leak through.
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    merged = {**demo["classifier"], **paper["classifier"]}
+    assert {key: merged[key] for key in PAPER_PRESET} == PAPER_PRESET
+    assert set(demo["classifier"]) - {"scenarios"} <= set(PAPER_PRESET), "a demo setting the paper preset does not fix"
+    assert {**demo["statistics"], **paper["statistics"]}["aggregation"] == "mean"
