@@ -1,4 +1,5 @@
 """`hepred` command line: simulate a demo cohort, convert DICOM, predict new cases."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,11 @@ def _dicom2nifti(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from hepred.config import load_config
     from hepred.predict import predict
 
     frame = predict(
+        config=load_config(args.config) if args.config else None,
         models_dir=args.models,
         input_path=args.input,
         out_csv=args.out,
@@ -71,11 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="apply a scenario's fold models to new cases")
     predict.add_argument("--models", type=Path, required=True, help="results directory of a finished run")
-    predict.add_argument("--input", type=Path, required=True, help="sample sheet CSV, or a DICOM folder (with --lesion)")
+    predict.add_argument(
+        "--input", type=Path, required=True, help="sample sheet CSV, or a DICOM folder (with --lesion)"
+    )
     predict.add_argument("--lesion", type=Path, default=None, help="lesion mask NIfTI when --input is a DICOM folder")
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--scenario", default="t5")
     predict.add_argument("--work-dir", type=Path, default=None, help="where ingest/preprocess outputs go")
+    predict.add_argument(
+        "--config", type=Path, default=None, help="the run's config: device, threshold, slice aggregation (statistics)"
+    )
     predict.set_defaults(func=_predict)
     return parser
 

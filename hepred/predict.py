@@ -29,6 +29,7 @@ from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
 from hepred.samplesheet import SAFE_CASE_ID, Case, read_sample_sheet
+from hepred.stats import resolve_config
 from hepred.training import select_device
 
 logger = logging.getLogger(__name__)
@@ -95,13 +96,15 @@ def predict(
 ) -> pd.DataFrame:
     """Mean HE probability over the fold models of ``scenario`` for each input case, written to ``out_csv``.
 
-    ``config`` (the workflow config, optional) supplies ``device`` and
-    ``classifier.threshold`` / ``batch_size`` / ``num_workers``; the image settings always
-    come from the models. Ingest and preprocess outputs go to ``work_dir`` (a temporary
+    ``config`` (the workflow config, optional) supplies ``device``,
+    ``classifier.threshold`` / ``batch_size`` / ``num_workers`` and ``statistics.aggregation``
+    (how a patient's slice probabilities combine, as in the run's statistics); the image
+    settings always come from the models. Ingest and preprocess outputs go to ``work_dir`` (a temporary
     directory, removed afterwards, when not given).
     """
     config = config or {}
     run_settings = classifier_settings(config.get("classifier"))
+    patient_column = resolve_config(config.get("statistics") or {})["probability_column"]
     device = select_device(config.get("device", "auto"))
     model_paths = find_models(Path(models_dir), scenario)
     cases = input_cases(Path(input_path), lesion)
@@ -137,7 +140,7 @@ def predict(
             # Scored as the fold's own test cases were: same test-time views, same offset.
             offset = float(meta.get("logit_offset", 0.0))
             slices["probability"] = slice_probabilities(model, dataset, cfg, device, meta["scenario"], offset)
-            per_model.append(patient_probabilities(slices).set_index("case_id")["probability"].rename(str(path)))
+            per_model.append(patient_probabilities(slices).set_index("case_id")[patient_column].rename(str(path)))
             logger.info("%s: %d slices of %d cases scored", path, len(slices), len(cases))
 
     table = pd.concat(per_model, axis=1)

@@ -104,6 +104,13 @@ def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
     assert (strict["prediction"] == 0).all()
     np.testing.assert_allclose(strict["probability"], result["probability"])
 
+    # The run's slice aggregation (statistics.aggregation) applies to new cases too.
+    maxed = predict(
+        models_dir, sheet, tmp_path / "max.csv", config={"device": "cpu", "statistics": {"aggregation": "max"}}
+    )
+    assert (maxed["probability"] >= result["probability"] - 1e-9).all()
+    assert (maxed["probability"] > result["probability"] + 1e-6).any()
+
 
 def test_predict_refuses_missing_models_and_single_ct_without_lesion(models_dir, sheet, tmp_path):
     with pytest.raises(HepredError, match="t1/model.pt"):
