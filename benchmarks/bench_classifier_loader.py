@@ -3,10 +3,11 @@
 The real loop is hepred.classifier's `train_epoch` over the training slices of a demo cohort
 that went through the real pipeline (simulate, ingest, preprocess at the default cache size
 128; built once in benchmarks/out/): memory-mapped reads, lesion-centred crops, windowing,
-batching, on-device resize and (scenario t2) augmentation, then `train_step`. The bare model
-runs the same `train_step` on random tensors of the same shape and batch size, as many
-steps as the epoch has. Default classifier settings (64 px crops, batch 16, no workers), one
-thread. Epochs and bare runs alternate; the ratio of each pair is taken on CPU seconds (one
+batching, on-device resize and (scenario t2) augmentation, then `Learner.step`. The bare
+model runs the same `Learner.step` (optimizer, schedule and weight average included) on
+random tensors of the same shape and batch size, as many steps as the epoch has. The demo's
+classifier settings and windows from config.yaml (40 px crops to 64 px, batch 16, no
+workers), one thread. Epochs and bare runs alternate; the ratio of each pair is taken on CPU seconds (one
 thread: the single-core time, not inflated by other users of the machine), median over pairs.
 
 For the GPU, where the network is ~100x faster, the same loader at the paper preset (whole
@@ -35,18 +36,20 @@ def measure(quick: bool) -> list[Figure]:
     from cohorts import one_fold, pipeline_cohort
 
     from hepred.classifier import classifier_settings
+    from hepred.config import load_config
     from hepred.classifier.data import EpochShuffle
     from hepred.classifier.model import build_model
-    from hepred.classifier.train import build_datasets, make_loader, train_epoch, train_step
+    from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
 
     use = 8 if quick else N_CASES
     root = pipeline_cohort("classifier_cohort", N_CASES, use=use)
     labels = json.loads((root / "labels.json").read_text())
     cases = sorted(p.parent.name for p in (root / "preprocess_128").glob("*/info.json"))[:use]
     fold = one_fold(cases)
-    cfg = classifier_settings({})
+    demo = load_config(harness.REPO / "config.yaml")
+    cfg = classifier_settings(demo["classifier"])
     device = torch.device("cpu")
-    windows = [{"level": 40, "width": 80}]
+    windows = demo["preprocess"]["windows"]
     quiet = logging.getLogger("bench")
     quiet.setLevel(logging.ERROR)
     rounds = 2 if quick else 6
@@ -55,21 +58,22 @@ def measure(quick: bool) -> list[Figure]:
         train_set, _, _ = build_datasets(fold, scenario, labels, root / "preprocess_128", None, cfg, windows, quiet)
         torch.manual_seed(0)
         model = build_model(cfg).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
         loader = make_loader(train_set, cfg, device, sampler=EpochShuffle(len(train_set), 0), drop_last=True)
+        # Many epochs' worth of schedule: the rate never runs out while pairs alternate.
+        learner = Learner.build(model, cfg, 4 * len(loader))
         batch = int(cfg["batch_size"])
         size = int(cfg["image_size"])
         images = torch.rand(batch, 3, size, size)
         targets = (torch.rand(batch) < 0.35).float()
         augment = scenario == "t2"
-        train_epoch(model, optimizer, loader, cfg, device, 0, 0, augment)  # warm-up: page cache, allocator
+        train_epoch(learner, loader, cfg, device, 0, 0, augment)  # warm-up: page cache, allocator
         ratios_cpu, ratios_wall, real_rates, bare_rates = [], [], [], []
         for epoch in range(1, rounds + 1):
             with Clock() as real:
-                _, seen = train_epoch(model, optimizer, loader, cfg, device, 0, epoch, augment)
+                _, seen = train_epoch(learner, loader, cfg, device, 0, epoch, augment)
             with Clock() as bare:
                 for _ in range(seen // batch):
-                    train_step(model, optimizer, images, targets, cfg, device)
+                    learner.step(images, targets, cfg, device)
             real_rates.append(seen / real.cpu)
             bare_rates.append(seen / bare.cpu)
             ratios_cpu.append(bare.cpu / real.cpu)
@@ -80,7 +84,7 @@ def measure(quick: bool) -> list[Figure]:
                    f"{'with' if augment else 'no'} augmentation; median of {rounds} epoch/bare pairs, CPU s"),
             Figure(f"classifier_loader_ratio_{scenario}_wall", statistics.median(ratios_wall), "", ""),
             Figure(f"classifier_real_loop_slices_per_s_{scenario}", statistics.median(real_rates), "", "slices/s",
-                   "1 CPU thread, 64 px crops, batch 16"),
+                   f"1 CPU thread, {cfg['crop']} px crops to {cfg['image_size']} px, batch {cfg['batch_size']}"),
             Figure(f"classifier_bare_slices_per_s_{scenario}", statistics.median(bare_rates), "", "slices/s"),
         ]
     return figures + paper_preset_feed(quick)

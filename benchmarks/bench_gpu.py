@@ -157,7 +157,7 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
 
     from hepred.classifier import PAPER_PRESET, build_model, classifier_settings
     from hepred.classifier.data import EpochShuffle
-    from hepred.classifier.train import build_datasets, make_loader, train_epoch
+    from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
 
     started = time.perf_counter()
     labels = stand_in_cache(tmp / "cache", s.cases, size=s.image, n_slices=30)
@@ -176,13 +176,13 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
         model = build_model(cfg).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
         loader = make_loader(train_set, cfg, device, sampler=EpochShuffle(len(train_set), 0), drop_last=True)
-        train_epoch(model, optimizer, loader, cfg, device, 0, 0, True)  # warm-up: workers, page cache, kernels
+        learner = Learner.build(model, cfg, len(loader))
+        train_epoch(learner, loader, cfg, device, 0, 0, True)  # warm-up: workers, page cache, kernels
         synchronize(device)
         seen, started = 0, time.perf_counter()
         for epoch in range(1, s.epochs + 1):
-            seen += train_epoch(model, optimizer, loader, cfg, device, 0, epoch, True)[1]
+            seen += train_epoch(learner, loader, cfg, device, 0, epoch, True)[1]
         synchronize(device)
         rate = seen / (time.perf_counter() - started)
         figures += [
@@ -192,7 +192,7 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
             Figure(f"gpu_classifier_loader_ratio_workers{workers}", rate / bare_rate, ">= 0.9", "",
                    "real loop / bare bf16 + channels_last"),
         ]
-        del loader, model, optimizer
+        del loader, model, learner
     figures.append(Figure("gpu_stand_in_cache_write_s", cache_seconds, "", "s"))
     return figures
 
