@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.optimize import brentq
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -175,21 +176,30 @@ def train_step(
 
 
 @torch.no_grad()
+def logits_through_views(
+    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, views: list[torch.Tensor | None]
+) -> np.ndarray:
+    """[V, N] logits of every item of ``dataset`` through each view (a [2, 3] matrix, see
+    ``augment``, or None for the slice as it is); the last, partial batch is scored too.
+
+    Each batch is read from disk once and scored through every view.
+    """
+    model.eval()
+    logits = np.full((len(views), len(dataset)), np.nan, dtype=np.float32)
+    for images, _, indices in make_loader(dataset, cfg, device):
+        for row, theta in enumerate(views):
+            view = None if theta is None else theta.expand(len(images), 2, 3)
+            with autocast(device):
+                out = model(to_device(images, device, int(cfg["image_size"]), view)).squeeze(1)
+            logits[row, indices.numpy()] = out.float().cpu().numpy()
+    return logits
+
+
 def slice_logits(
     model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, theta: torch.Tensor | None = None
 ) -> np.ndarray:
-    """Logits of every item of ``dataset`` in order; the last, partial batch is scored too.
-
-    ``theta`` (one [2, 3] matrix, see ``augment``) scores every slice through that view.
-    """
-    model.eval()
-    logits = np.full(len(dataset), np.nan, dtype=np.float32)
-    for images, _, indices in make_loader(dataset, cfg, device):
-        view = None if theta is None else theta.expand(len(images), 2, 3)
-        with autocast(device):
-            out = model(to_device(images, device, int(cfg["image_size"]), view)).squeeze(1)
-        logits[indices.numpy()] = out.float().cpu().numpy()
-    return logits
+    """Logits of every item of ``dataset`` in order, through one view (``theta``) or none."""
+    return logits_through_views(model, dataset, cfg, device, [theta])[0]
 
 
 def view_logits(
@@ -202,14 +212,14 @@ def view_logits(
     steadies a model trained on few patients; otherwise the one plain view.
     """
     if not (SCENARIOS[scenario][0] and cfg["test_time_augmentation"]):
-        return slice_logits(model, dataset, cfg, device)[None]
-    views = dihedral_affines(1, bool(cfg["rotate90"]))
-    return np.stack([slice_logits(model, dataset, cfg, device, theta[0]) for theta in views])
+        return logits_through_views(model, dataset, cfg, device, [None])
+    views = [theta[0] for theta in dihedral_affines(1, bool(cfg["rotate90"]))]
+    return logits_through_views(model, dataset, cfg, device, views)
 
 
 def probabilities(logits: np.ndarray, offset: float = 0.0) -> np.ndarray:
     """Mean over the views of [V, N] logits of sigmoid(logit + ``offset``)."""
-    return (1.0 / (1.0 + np.exp(-(logits.astype(np.float64) + offset)))).mean(axis=0)
+    return expit(logits.astype(np.float64) + offset).mean(axis=0)
 
 
 def prevalence_offset(val_logits: np.ndarray, prevalence: float) -> float:
@@ -349,7 +359,7 @@ class Learner:
         scheduler = None
         if cfg["lr_schedule"] == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=float(cfg["lr"]), total_steps=int(cfg["max_epochs"]) * max(steps_per_epoch, 1)
+                optimizer, max_lr=float(cfg["lr"]), total_steps=int(cfg["max_epochs"]) * steps_per_epoch
             )
         ema = ModelEmaV3(model, decay=float(cfg["weight_ema"])) if cfg["weight_ema"] > 0 else None
         return cls(model, optimizer, scheduler, ema)
