@@ -173,6 +173,15 @@ def test_a_generator_that_saw_a_held_out_case_is_refused(cohort, tmp_path):
     assert not (tmp_path / "syn" / "manifest.csv").exists()
 
 
+def test_a_held_out_case_among_the_sources_is_refused_before_anything_is_written(cohort, models, tmp_path):
+    root, labels = cohort
+    out = tmp_path / "syn"
+    with pytest.raises(HepredError, match="held-out cases of this fold are synthetic sources"):
+        synthesize(root, [*TRAIN, "toy003"], labels, models["morph"], cfg_for("morph"), out, seed=1,
+                   fold={"val": ["toy003"], "test": ["toy004"]})
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_method_mismatch_between_model_and_config_is_refused(cohort, models, tmp_path):
     with pytest.raises(HepredError, match="trained with method 'gan'"):
         run_synthesis(cohort, models["gan"], "diffusion", tmp_path)
