@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hepred.errors import HepredError
-
-OUTSIDE_HU = -1024  # preprocess fills everything outside the brain with this value
+from hepred.preprocess import OUTSIDE_HU  # what preprocess writes outside the brain
 
 
 @dataclass

@@ -8,14 +8,8 @@ from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from hepred.synth.repaint import conditioning
+from hepred.synth.repaint import CONDITION_CHANNELS, conditioning, masked_mean
 from hepred.training import autocast
-
-CONDITION_CHANNELS = 4
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class DiffusionRepainter:

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator, UNet
 
-from hepred.synth.diffusion import CONDITION_CHANNELS, masked_mean
-from hepred.synth.repaint import conditioning
+from hepred.synth.repaint import CONDITION_CHANNELS, conditioning, masked_mean
 from hepred.training import autocast
 
 

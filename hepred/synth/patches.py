@@ -66,10 +66,6 @@ def denormalise(values: np.ndarray, lesion_mean: float, scale: float) -> np.ndar
     return values * scale + lesion_mean
 
 
-def patch_of(plane: np.ndarray, box: Box, patch_size: int, fill) -> np.ndarray:
-    return resize(crop(plane, box, fill), patch_size)
-
-
 def paste(plane: np.ndarray, generated_hu: np.ndarray, box: Box, region: np.ndarray, feather_px: float) -> np.ndarray:
     """Put the generated patch (network size, HU) back into the slice inside ``region`` only.
 

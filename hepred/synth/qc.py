@@ -8,8 +8,7 @@ import pandas as pd
 from scipy.stats import wasserstein_distance
 
 from hepred import io
-
-WINDOW = (40.0, 80.0)  # level, width: the brain window
+from hepred.preprocess import DEFAULT_WINDOWS, apply_windows
 
 
 def hu_stats_table(real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -31,11 +30,6 @@ def distribution_summary(real: np.ndarray, synthetic: np.ndarray) -> dict[str, f
             "real_voxels": int(real.size), "synthetic_voxels": int(synthetic.size)}
 
 
-def _windowed(plane: np.ndarray) -> np.ndarray:
-    level, width = WINDOW
-    return np.clip((plane.astype(np.float32) - (level - width / 2)) / width, 0.0, 1.0)
-
-
 def montage_figure(examples: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]]):
     """One row per source case: its real slice then synthetic versions of it, lesion contour in red."""
     import matplotlib
@@ -52,11 +46,12 @@ def montage_figure(examples: list[tuple[str, list[tuple[str, np.ndarray, np.ndar
             if column >= len(panels):
                 continue
             title, plane, lesion = panels[column]
-            axis.imshow(_windowed(plane), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axis.imshow(apply_windows(plane, DEFAULT_WINDOWS)[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if lesion.any():
                 axis.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.7)
             axis.set_title(f"{case_id} {title}" if column == 0 else title, fontsize=7)
-    figure.suptitle("real (left) vs synthetic, window 40/80 HU", fontsize=8)
+    window = DEFAULT_WINDOWS[0]
+    figure.suptitle(f"real (left) vs synthetic, window {window['level']}/{window['width']} HU", fontsize=8)
     return figure
 
 

@@ -31,6 +31,14 @@ class Repainter(Protocol):
     def repaint(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor: ...
 
 
+CONDITION_CHANNELS = 4  # the channels of ``conditioning``
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is 1: generator losses count the repainted region only."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def conditioning(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Channels: the patch with the region removed, the region, the target lesion, the HE label (+-1)."""
     region = batch["region"]
