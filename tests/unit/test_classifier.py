@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -24,7 +25,7 @@ from hepred.classifier.data import (
     original_sources,
     synthetic_sources,
 )
-from hepred.classifier.model import build_model
+from hepred.classifier.model import load_classifier
 from hepred.classifier.train import (
     PATIENT_COLUMNS,
     SLICE_COLUMNS,
@@ -32,6 +33,7 @@ from hepred.classifier.train import (
     classifier_settings,
     prevalence_offset,
     probabilities,
+    record_epoch,
     slice_logits,
     train_classifier,
     view_logits,
@@ -313,12 +315,6 @@ def test_resume_after_sigkill_matches_uninterrupted_run(cohort, caplog, weight_e
 
 
 def test_epochs_before_min_epochs_are_never_kept():
-    import math
-
-    import torch
-
-    from hepred.classifier.train import classifier_settings, record_epoch
-
     cfg = classifier_settings({"min_epochs": 3, "patience": 2, "max_epochs": 10, "monitor": "val_auc"})
     model = torch.nn.Linear(1, 1)
     state = {"best_val_loss": math.inf, "best_epoch": 0, "best_state": None, "wait": 0, "curve": [], "epoch": 0}
@@ -330,16 +326,14 @@ def test_epochs_before_min_epochs_are_never_kept():
 
 def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offset(cohort):
     out_dir = train(cohort, "tta", scenario="t2")
-    payload = load_weights(out_dir / "model.pt")
+    model, meta = load_classifier(out_dir / "model.pt", torch.device("cpu"))
     cfg = classifier_settings(TINY)
-    model = build_model({**cfg, "pretrained": ""})
-    model.load_state_dict(payload["state_dict"])
     _, val_set, test_set = build_datasets(
         FOLD, "t2", LABELS, cohort / "preprocess", None, cfg, [{"level": 40, "width": 80}]
     )
     device = torch.device("cpu")
     views = [slice_logits(model, test_set, cfg, device, theta[0]) for theta in dihedral_affines(1, rotate90=True)]
-    offset = payload["meta"]["logit_offset"]
+    offset = meta["logit_offset"]
     expected = torch.sigmoid(torch.from_numpy(np.stack(views)) + offset).mean(0).numpy()
     written = pd.read_csv(out_dir / "predictions_slices.csv")["probability"].to_numpy()
     np.testing.assert_allclose(written, expected, rtol=1e-5)
