@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from hepred.labels import read_labels
 from hepred.synth import synthesis_settings, synthesize, train_generator
 from hepred.synth.data import load_slabs
 from hepred.synth.toy import write_toy_preprocessed_cohort
@@ -56,8 +57,7 @@ def cohort(args, workdir: Path) -> tuple[Path, list[str], dict[str, int]]:
     root = args.preprocess_dir
     cases = args.cases.split(",") if args.cases else sorted(p.parent.name for p in root.glob("*/info.json"))
     if args.labels:
-        table = pd.read_csv(args.labels)
-        labels = {str(c): int(v) for c, v in zip(table["case_id"], table["label"])}
+        labels = read_labels(args.labels)
     else:
         labels = {case: 0 for case in cases}
     return root, cases, labels
@@ -102,7 +102,7 @@ def bench_method(method, device, root, cases, labels, args, workdir: Path) -> li
         with Clock(device) as sampling:
             manifest = synthesize(root, cases, labels, model, sample_cfg, out / f"synthetic_{ddim}", seed=0,
                                   device=device)
-        made = sum(len(slab.slices) for slab in slabs) * args.versions
+        made = n_slices * args.versions
         qc = json.loads((out / f"synthetic_{ddim}" / "qc" / "wasserstein.json").read_text())
         rows.append({**base, "ddim_steps": ddim if ddim is not None else "", "synthetic_slices": made,
                      "synth_s": round(sampling.wall, 1), "synth_cpu_s": round(sampling.cpu, 1),

@@ -51,7 +51,8 @@ def pipeline_cohort(
             if not (out / "info.json").is_file():
                 preprocess_case(case.case_id, ingested / "ct.nii.gz", ingested / "lesion.nii.gz", out, {"size": size})
     truth = pd.read_csv(demo / "truth.csv", dtype={"case_id": str})
-    labels = {row.case_id: int(row.label) for row in truth.itertuples() if row.case_id in {c.case_id for c in cases}}
+    wanted = {case.case_id for case in cases}
+    labels = {row.case_id: int(row.label) for row in truth.itertuples() if row.case_id in wanted}
     (root / "labels.json").write_text(json.dumps(labels, indent=1))
     return root
 

@@ -11,10 +11,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
-# A demo cohort small enough for a test: a real-size head on a coarse grid.
-TINY_DEMO = {"n": 16, "seed": 0, "matrix": 64, "pixel_mm": 3.6, "slice_mm": 12.0, "n_slices": 12}
-
-
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow of this repository with `config` (written to workdir/config.yaml)."""
     config_path = workdir / "config.yaml"

@@ -14,7 +14,6 @@ TINY_CONFIG = REPO / "tests/workflow/config_tiny.yaml"
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny_run")
-    (workdir / "config.yaml").write_text("{}\n")
     import yaml
 
     run_snakemake(workdir, yaml.safe_load(TINY_CONFIG.read_text()))
