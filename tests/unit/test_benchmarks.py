@@ -1,12 +1,16 @@
-"""The benchmark harness: figure targets and the parsing of bench_synthesis.py's summary table."""
+"""The benchmark harness: figure targets, the parsing of bench_synthesis.py's summary table, and the
+AUC-ceiling benchmark's features and fold-wise model."""
+
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+from bench_ceiling import lesion_features, out_of_fold_auc
 from harness import Figure, figure_table
 from run_all import parse_table, synthesis_figures
 
@@ -50,3 +54,37 @@ def test_synthesis_summary_with_empty_cells_is_parsed_by_column():
     assert figures["synthesis_diffusion_cpu_ddim10_train_steps_per_s"] == 4.9
     assert "synthesis_diffusion_cpu_ddim25_train_steps_per_s" not in figures  # same training, reported once
     assert "synthesis_morph_cpu_train_steps_per_s" not in figures  # morph does not train
+
+
+def _disc(size: int, radius: float, centre=(32, 32)) -> np.ndarray:
+    rows, cols = np.mgrid[:size, :size]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def test_lesion_features_see_hypodense_islands_and_lobes():
+    plain = np.repeat(_disc(64, 12)[None], 3, axis=0)
+    hu = np.where(plain, 65.0, 30.0).astype(np.float32)
+    with_island = hu.copy()
+    with_island[:, 30:35, 30:35] = 35.0
+    lobed = plain | np.repeat(_disc(64, 5, (32, 48))[None], 3, axis=0)
+
+    base = lesion_features(hu, plain, pixel_mm=1.0)
+    island = lesion_features(with_island, plain, pixel_mm=1.0)
+    assert base["hypodense_fraction"] == 0 and base["hypodense_parts"] == 0
+    assert island["hypodense_fraction"] > 0.02 and island["hypodense_parts"] == 1  # one part through the slices
+    assert lesion_features(hu, lobed, pixel_mm=1.0)["solidity"] < base["solidity"] - 0.02
+
+
+def test_out_of_fold_auc_fits_on_training_cases_only():
+    cases = [f"c{i}" for i in range(12)]
+    labels = pd.Series([i % 2 for i in range(12)], index=cases)
+    folds = [
+        {"train": cases[4:10], "val": cases[10:], "test": cases[:4]},
+        {"train": cases[:4] + cases[8:10], "val": cases[10:], "test": cases[4:8]},
+        {"train": cases[:6], "val": cases[6:8], "test": cases[8:]},
+    ]
+    separating = pd.DataFrame({"x": labels * 2.0 + np.linspace(0, 0.1, 12)}, index=cases)
+    assert out_of_fold_auc(separating, labels, folds) == 1.0
+    # A feature that only tracks the label on the test cases cannot be learned from the others.
+    unrelated = pd.DataFrame({"x": np.r_[np.zeros(8), labels.iloc[8:] * 5.0]}, index=cases)
+    assert out_of_fold_auc(unrelated, labels, folds) < 1.0
