@@ -4,8 +4,12 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from hepred.classifier import DEFAULTS as classifier_defaults
 from hepred.config import load_config, load_schema, reference_table, validate_config
 from hepred.errors import HepredError
+from hepred.preprocess import DEFAULTS as preprocess_defaults
+from hepred.stats import DEFAULTS as statistics_defaults
+from hepred.synth import DEFAULTS as synthesis_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,3 +55,18 @@ def test_schema_entries_use_only_json_schema_keywords():
 def test_readme_configuration_table_is_the_schema():
     readme = (REPO / "README.md").read_text()
     assert reference_table() in readme, "README table is stale: python -m hepred.config prints the current one"
+
+
+@pytest.mark.parametrize(
+    "section, package_defaults",
+    [
+        ("classifier", classifier_defaults),
+        ("synthesis", synthesis_defaults),
+        ("preprocess", preprocess_defaults),
+        ("statistics", {key: value for key, value in statistics_defaults.items() if key != "seed"}),
+    ],
+)
+def test_package_defaults_are_the_schema_defaults(section, package_defaults):
+    # The stages fill their own defaults when called from Python (predict, notebooks); they
+    # must be the ones the workflow gets from the schema.
+    assert validate_config({})[section] == package_defaults
