@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,20 @@ class Checkpoint:
             return None
         # Our own file with RNG states and optimizer state inside: not weights-only.
         return torch.load(self.path, map_location=map_location, weights_only=False)
+
+    def resume(self, fingerprint: str, log: logging.Logger) -> dict[str, Any] | None:
+        """The saved state when it was written by this run (same ``fingerprint``: settings,
+        cases, seed), else None: a checkpoint of another setup or one that cannot be read is
+        not resumed from, with a warning, and training starts over."""
+        try:
+            state = self.load()
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # not a torch file, or a truncated one
+            log.warning("%s cannot be read (%s); starting over", self.path, type(exc).__name__)
+            return None
+        if state is not None and state.get("fingerprint") != fingerprint:
+            log.warning("%s was written by a different setup (config, cases or seed); starting over", self.path)
+            return None
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
         with atomic_path(self.path) as tmp:

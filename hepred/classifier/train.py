@@ -423,10 +423,7 @@ def train_epoch(
 
 def new_or_resumed_state(checkpoint: Checkpoint, fingerprint: str, learner: Learner, log: logging.Logger) -> dict:
     """Training state from ``checkpoint_latest`` when it belongs to this run, else a fresh one."""
-    state = checkpoint.load()
-    if state is not None and state.get("fingerprint") != fingerprint:
-        log.warning("%s was written by a different setup (config, seed or data); starting over", checkpoint.path)
-        state = None
+    state = checkpoint.resume(fingerprint, log)
     if state is None:
         return {
             "fingerprint": fingerprint,

@@ -118,11 +118,8 @@ def train_generator(preprocess_dir: Path, train_cases: list[str], labels: dict[s
         repainter = build_repainter(settings, torch_device)
         checkpoint = Checkpoint(checkpoint_path)
         fingerprint = json.dumps(meta, sort_keys=True)
-        state = checkpoint.load()
+        state = checkpoint.resume(fingerprint, log)
         start = 0
-        if state is not None and state.get("fingerprint") != fingerprint:
-            log.warning("%s was made with other settings, cases or seed; training from scratch", checkpoint_path)
-            state = None
         if state is not None:
             repainter.load_training_state(state["training"])
             history, start = state["history"], state["epoch"]

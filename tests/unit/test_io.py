@@ -1,3 +1,4 @@
+import logging
 import os
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from hepred.io import atomic_path, save_sitk, write_json
+from hepred.training import Checkpoint
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -42,3 +44,20 @@ def test_the_same_image_gives_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr("time.time", lambda: 1e9)  # a later write: gzip must not stamp the time
     save_sitk(tmp_path / "b.nii.gz", image)
     assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+
+
+def test_checkpoint_resumes_only_its_own_run(tmp_path, caplog):
+    log = logging.getLogger("test")
+    checkpoint = Checkpoint(tmp_path / "checkpoint_latest.pt")
+    assert checkpoint.resume("run-a", log) is None  # nothing saved yet
+    checkpoint.save({"fingerprint": "run-a", "epoch": 3})
+    assert checkpoint.resume("run-a", log)["epoch"] == 3
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.resume("run-b", log) is None
+    assert "different setup" in caplog.text
+
+    checkpoint.path.write_bytes(b"not a checkpoint")  # e.g. a disk that filled up under another tool
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.resume("run-a", log) is None
+    assert "cannot be read" in caplog.text
