@@ -11,6 +11,7 @@ rule train_generator:
     output:
         # checkpoint_latest.pt lives beside it, undeclared, so a rerun resumes from it.
         model=f"{RESULTS}/fold_{{fold}}/generator/model.pt",
+        trained_on=f"{RESULTS}/fold_{{fold}}/generator/trained_on.json",
         loss=report(
             f"{RESULTS}/fold_{{fold}}/generator/loss.csv",
             category="Synthesis",

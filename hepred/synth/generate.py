@@ -21,7 +21,7 @@ from hepred.synth.morph import morph_slab
 from hepred.synth.patches import crop, patch_box
 from hepred.synth.qc import write_qc
 from hepred.synth.repaint import finish_repaint, prepare_repaint, to_tensors
-from hepred.synth.train import LOG, TRAINED_ON, build_repainter, derived_seed
+from hepred.synth.train import LOG, build_repainter, derived_seed
 from hepred.training import load_weights, seed_everything, select_device
 
 MANIFEST_COLUMNS = ["synthetic_id", "source_case", "label", "method", "seed", "lesion_volume_ml", "image", "lesion"]
@@ -38,16 +38,9 @@ def _load_model(model_path: Path) -> dict:
         model = load_weights(model_path)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise HepredError(f"cannot read generator model: {exc}".splitlines()[0], path=model_path) from None
-    if not isinstance(model, dict) or "method" not in model.get("meta", {}):
-        raise HepredError("not a hepred generator model (no meta.method)", path=model_path)
+    if not isinstance(model, dict) or not {"method", "trained_on"} <= set(model.get("meta", {})):
+        raise HepredError("not a hepred generator model (no meta.method or meta.trained_on)", path=model_path)
     return model
-
-
-def _read_trained_on(model_path: Path) -> list[str]:
-    path = model_path.with_name(TRAINED_ON)
-    if not path.exists():
-        raise HepredError("missing list of the generator's training cases", path=path)
-    return list(io.read_json(path)["cases"])
 
 
 def _sampling_settings(settings: dict, meta: dict) -> dict:
@@ -133,7 +126,7 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     model = _load_model(model_path)
     sampling = _sampling_settings(settings, model["meta"])
     method = sampling["method"]
-    trained_on = _read_trained_on(model_path)
+    trained_on = list(model["meta"]["trained_on"])
     fold = {"train": list(train_cases), **(fold or {})}
     # Every source is one of train_cases, so checking them all now refuses a leak before any
     # synthetic volume is written.

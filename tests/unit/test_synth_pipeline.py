@@ -168,6 +168,7 @@ def test_a_generator_that_saw_a_held_out_case_is_refused(cohort, tmp_path):
     model = train(cohort, "morph", tmp_path, cases=[*TRAIN, "toy004"])
     with pytest.raises(HepredError, match="held-out cases of this fold trained the generator"):
         run_synthesis(cohort, model, "morph", tmp_path / "syn")
+    model.with_name("trained_on.json").unlink()  # the model file itself records its training cases
     with pytest.raises(HepredError, match="outside this fold's training set"):
         synthesize(root, TRAIN, labels, model, cfg_for("morph"), tmp_path / "syn", seed=1)
     assert not (tmp_path / "syn" / "manifest.csv").exists()
