@@ -22,8 +22,8 @@ from hepred.classifier.model import load_classifier
 from hepred.classifier.train import (
     SCENARIOS,
     classifier_settings,
-    patient_probabilities,
-    slice_probabilities,
+    patient_table,
+    view_logits,
 )
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
@@ -114,6 +114,9 @@ def predict(
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hepred_predict_")))
         work_dir = Path(work_dir)
         models = [load_classifier(path, device) for path in model_paths]
+        for (_, meta), path in zip(models, model_paths):
+            if "logit_offsets" not in meta:
+                raise HepredError("model predates the per-rule calibration offsets: rerun train_classifier", path=path)
         preprocess_cfg = _shared_preprocess_settings([meta for _, meta in models], model_paths)
         sources = []
         for case in cases:
@@ -136,12 +139,11 @@ def predict(
             }
             items = index_slices(sources, int(cfg["min_lesion_pixels"]), fallback_to_largest=True)
             dataset = SliceDataset(sources, items, preprocess_cfg["windows"], int(cfg["crop"]))
-            slices = dataset.item_table()
-            # Scored as the fold's own test cases were: same test-time views, same offset.
-            offset = float(meta.get("logit_offset", 0.0))
-            slices["probability"] = slice_probabilities(model, dataset, cfg, device, meta["scenario"], offset)
-            per_model.append(patient_probabilities(slices).set_index("case_id")[patient_column].rename(str(path)))
-            logger.info("%s: %d slices of %d cases scored", path, len(slices), len(cases))
+            # Scored as the fold's own test cases were: same test-time views, same offsets.
+            logits = view_logits(model, dataset, cfg, device, meta["scenario"])
+            patients = patient_table(dataset.item_table(), logits, meta["logit_offsets"])
+            per_model.append(patients.set_index("case_id")[patient_column].rename(str(path)))
+            logger.info("%s: %d slices of %d cases scored", path, len(items), len(cases))
 
     table = pd.concat(per_model, axis=1)
     values = table.to_numpy(dtype=np.float64)

@@ -6,7 +6,7 @@ from hepred.classifier.train import (
     PAPER_PRESET,
     SCENARIOS,
     classifier_settings,
-    patient_probabilities,
+    patient_table,
     train_classifier,
     train_step,
 )
@@ -18,7 +18,7 @@ __all__ = [
     "build_model",
     "classifier_settings",
     "load_classifier",
-    "patient_probabilities",
+    "patient_table",
     "train_classifier",
     "train_step",
 ]

@@ -98,6 +98,8 @@ PAPER_PRESET = {
     "min_epochs": 1,
 }
 SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
+# Patient probability columns of predictions_patients.csv and how each combines a patient's slices.
+PATIENT_RULES = {"probability": "mean", "probability_max": "max", "probability_middle": "middle"}
 PATIENT_COLUMNS = [
     "case_id",
     "fold",
@@ -222,28 +224,51 @@ def probabilities(logits: np.ndarray, offset: float = 0.0) -> np.ndarray:
     return expit(logits.astype(np.float64) + offset).mean(axis=0)
 
 
-def prevalence_offset(val_logits: np.ndarray, prevalence: float) -> float:
-    """Logit offset that makes the mean validation probability equal the training prevalence.
+def combine_slices(slices: pd.DataFrame, column: str, rule: str) -> pd.Series:
+    """Per case_id, its slices' ``column`` combined by ``rule``: mean (the paper's), max, or the
+    middle one of its slices in slice order."""
+    ordered = slices.sort_values(["case_id", "slice"], kind="stable")
+    grouped = ordered.groupby("case_id", sort=True)[column]
+    if rule == "mean":
+        return grouped.mean()
+    if rule == "max":
+        return grouped.max()
+    position = ordered.groupby("case_id", sort=True).cumcount()
+    middle = (grouped.transform("size") - 1) // 2
+    return ordered.loc[position == middle].set_index("case_id")[column].sort_index()
+
+
+def patient_table(items: pd.DataFrame, logits: np.ndarray, offsets: dict[str, float]) -> pd.DataFrame:
+    """Per case: its number of slices and, for every rule of ``PATIENT_RULES``, the combined
+    probability of its slices, each rule with its own logit offset. ``items`` holds the
+    case_id and slice of each of the [V, N] ``logits``' columns."""
+    table = pd.DataFrame({"n_slices": items.groupby("case_id", sort=True).size()})
+    frame = items[["case_id", "slice"]].copy()
+    for column, rule in PATIENT_RULES.items():
+        frame["probability"] = probabilities(logits, offsets[rule])
+        table[column] = combine_slices(frame, "probability", rule)
+    return table.rename_axis("case_id").reset_index()
+
+
+def prevalence_offsets(items: pd.DataFrame, logits: np.ndarray, prevalence: float) -> dict[str, float]:
+    """Per patient rule, the logit offset that makes the validation patients' mean probability
+    equal the training prevalence.
 
     Models trained on a few dozen patients rank a fold's patients well but settle at
     different overall levels, which pooling the folds' predictions turns into noise. The
-    offset is fitted on the fold's validation slices without their labels, never on the
+    offsets are fitted on the fold's validation cases without their labels, never on the
     test fold, and one number added to every logit cannot change the fold's own ranking.
+    Each rule gets its own: the max of a patient's slices sits higher than their mean, so
+    one offset for all would leave the fixed threshold calling most patients positive.
     """
     target = min(max(prevalence, 1e-3), 1 - 1e-3)
-    return float(brentq(lambda offset: probabilities(val_logits, offset).mean() - target, -50.0, 50.0))
+    frame = items[["case_id", "slice"]].copy()
 
+    def excess(offset: float, rule: str) -> float:
+        frame["probability"] = probabilities(logits, offset)
+        return float(combine_slices(frame, "probability", rule).mean()) - target
 
-def slice_probabilities(
-    model: torch.nn.Module,
-    dataset: SliceDataset,
-    cfg: dict,
-    device: torch.device,
-    scenario: str,
-    offset: float = 0.0,
-) -> np.ndarray:
-    """Probability of every item of ``dataset``: the mean over its test-time views (``view_logits``)."""
-    return probabilities(view_logits(model, dataset, cfg, device, scenario), offset).astype(np.float32)
+    return {rule: float(brentq(excess, -50.0, 50.0, args=(rule,))) for rule in PATIENT_RULES.values()}
 
 
 def evaluate(
@@ -256,23 +281,6 @@ def evaluate(
     probabilities = torch.sigmoid(logits).numpy()
     auc = float(roc_auc_score(targets.numpy(), probabilities)) if len(set(targets.tolist())) == 2 else math.nan
     return loss, auc, probabilities
-
-
-def patient_probabilities(slices: pd.DataFrame) -> pd.DataFrame:
-    """Per case: mean slice probability (the paper's rule), plus max and middle-slice probability."""
-    rows = []
-    for case_id, group in slices.groupby("case_id", sort=True):
-        ordered = group.sort_values("slice")
-        rows.append(
-            {
-                "case_id": case_id,
-                "probability": float(ordered["probability"].mean()),
-                "n_slices": len(ordered),
-                "probability_max": float(ordered["probability"].max()),
-                "probability_middle": float(ordered["probability"].iloc[(len(ordered) - 1) // 2]),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def _fingerprint(**parts) -> str:
@@ -474,13 +482,15 @@ def score_test_cases(
     device: torch.device,
     fold_index: int,
     scenario: str,
-    offset: float = 0.0,
+    offsets: dict[str, float],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Slice and patient tables of the fold's test cases (out-of-fold predictions)."""
+    """Slice and patient tables of the fold's test cases (out-of-fold predictions). The slice
+    probabilities carry the mean rule's offset, so their mean per case is its ``probability``."""
     slices = test_set.item_table()
-    slices["probability"] = slice_probabilities(model, test_set, cfg, device, scenario, offset)
+    logits = view_logits(model, test_set, cfg, device, scenario)
+    slices["probability"] = probabilities(logits, offsets["mean"]).astype(np.float32)
     slices["fold"], slices["scenario"] = fold_index, scenario
-    patients = patient_probabilities(slices).merge(
+    patients = patient_table(slices, logits, offsets).merge(
         slices.groupby("case_id", as_index=False)["label"].first(), on="case_id"
     )
     patients["fold"], patients["scenario"] = fold_index, scenario
@@ -586,13 +596,15 @@ def train_classifier(
     if state["best_state"] is None:
         raise HepredError(f"fold {fold_index} {scenario}: validation loss was never finite (training diverged)")
     model.load_state_dict(state["best_state"])
-    offset = 0.0
+    offsets = dict.fromkeys(PATIENT_RULES.values(), 0.0)
     if cfg["calibration"] == "prevalence":
-        prevalence = float(np.mean([train_set.sources[item.source].label for item in train_set.items]))
-        offset = prevalence_offset(view_logits(model, val_set, cfg, torch_device, scenario), prevalence)
+        trained_on = {item.source for item in train_set.items}
+        prevalence = float(np.mean([train_set.sources[source].label for source in trained_on]))
+        val_logits = view_logits(model, val_set, cfg, torch_device, scenario)
+        offsets = prevalence_offsets(val_set.item_table(), val_logits, prevalence)
         log.info(
-            "calibration: logit offset %+.3f brings the validation slices to the training prevalence %.3f",
-            offset,
+            "calibration: logit offsets %s bring the validation patients to the training prevalence %.3f",
+            ", ".join(f"{rule} {offset:+.3f}" for rule, offset in offsets.items()),
             prevalence,
         )
     save_weights(
@@ -606,13 +618,13 @@ def train_classifier(
             "seed": seed,
             "best_epoch": state["best_epoch"],
             "best_val_loss": state["best_val_loss"],
-            "logit_offset": offset,
+            "logit_offsets": offsets,
             "epochs_run": state["epoch"],
             "train_cases": sorted(fold["train"]),
         },
     )
     save_curve(out_dir, state["curve"], state["best_epoch"])
-    slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offset)
+    slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offsets)
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
     log.info(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import expit, logit
 
 from hepred.classifier.augment import dihedral_affines, draw_affines, prepare_batch
 from hepred.classifier.data import (
@@ -31,8 +32,9 @@ from hepred.classifier.train import (
     SLICE_COLUMNS,
     build_datasets,
     classifier_settings,
-    prevalence_offset,
-    probabilities,
+    combine_slices,
+    patient_table,
+    prevalence_offsets,
     record_epoch,
     slice_logits,
     train_classifier,
@@ -246,8 +248,11 @@ def test_outputs_score_every_test_slice_and_model_loads_weights_only(cohort):
     assert list(patients["case_id"]) == FOLD["test"] and (patients["n_slices"] == 3).all()
     first = slices[slices["case_id"] == FOLD["test"][0]].sort_values("slice")
     assert patients.loc[0, "probability"] == pytest.approx(first["probability"].mean())
-    assert patients.loc[0, "probability_max"] == pytest.approx(first["probability"].max())
-    assert patients.loc[0, "probability_middle"] == pytest.approx(first["probability"].iloc[1])
+    # t1 is scored through one view, so each rule is its offset on the raw slice logits.
+    offsets = torch.load(out_dir / "model.pt", weights_only=True)["meta"]["logit_offsets"]
+    raw = logit(first["probability"].to_numpy(np.float64)) - offsets["mean"]
+    assert patients.loc[0, "probability_max"] == pytest.approx(expit(raw.max() + offsets["max"]), abs=1e-6)
+    assert patients.loc[0, "probability_middle"] == pytest.approx(expit(raw[1] + offsets["middle"]), abs=1e-6)
     assert list(patients["label"]) == [LABELS[c] for c in FOLD["test"]]
 
     curve = pd.read_csv(out_dir / "curve.csv")
@@ -324,7 +329,7 @@ def test_epochs_before_min_epochs_are_never_kept():
     assert state["finished"] and state["epoch"] == 6
 
 
-def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offset(cohort):
+def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offsets(cohort):
     out_dir = train(cohort, "tta", scenario="t2")
     model, meta = load_classifier(out_dir / "model.pt", torch.device("cpu"))
     cfg = classifier_settings(TINY)
@@ -333,23 +338,41 @@ def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offse
     )
     device = torch.device("cpu")
     views = [slice_logits(model, test_set, cfg, device, theta[0]) for theta in dihedral_affines(1, rotate90=True)]
-    offset = meta["logit_offset"]
-    expected = torch.sigmoid(torch.from_numpy(np.stack(views)) + offset).mean(0).numpy()
-    written = pd.read_csv(out_dir / "predictions_slices.csv")["probability"].to_numpy()
-    np.testing.assert_allclose(written, expected, rtol=1e-5)
-    # The offset brings the mean validation probability to the training prevalence (1/2 here).
-    val_probabilities = probabilities(view_logits(model, val_set, cfg, device, "t2"), offset)
-    assert val_probabilities.mean() == pytest.approx(0.5, abs=1e-6)
-    plain = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device)) + offset).numpy()
-    assert np.abs(written - plain).max() > 1e-5
+    offsets = meta["logit_offsets"]
+    assert sorted(offsets) == ["max", "mean", "middle"] and len(set(offsets.values())) > 1
+    expected = torch.sigmoid(torch.from_numpy(np.stack(views)) + offsets["mean"]).mean(0).numpy()
+    written = pd.read_csv(out_dir / "predictions_slices.csv")
+    np.testing.assert_allclose(written["probability"], expected, rtol=1e-5)
+    # Each patient rule carries its own offset; the max rule's is applied before the max is taken.
+    patients = pd.read_csv(out_dir / "predictions_patients.csv").set_index("case_id")
+    max_rule = torch.sigmoid(torch.from_numpy(np.stack(views)) + offsets["max"]).mean(0).numpy()
+    with_max_offset = written.assign(p=max_rule)
+    np.testing.assert_allclose(patients["probability_max"], with_max_offset.groupby("case_id")["p"].max(), rtol=1e-5)
+    np.testing.assert_allclose(patients["probability"], written.groupby("case_id")["probability"].mean(), rtol=1e-5)
+    # Every offset brings the validation patients' mean probability under its rule to the
+    # training prevalence (1/2 here).
+    val_patients = patient_table(val_set.item_table(), view_logits(model, val_set, cfg, device, "t2"), offsets)
+    for column in ("probability", "probability_max", "probability_middle"):
+        assert val_patients[column].mean() == pytest.approx(0.5, abs=1e-6), column
+    plain = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device)) + offsets["mean"]).numpy()
+    assert np.abs(written["probability"].to_numpy() - plain).max() > 1e-5
     # Without augmentation in training (t1), test slices are scored through the plain view only.
     assert view_logits(model, test_set, cfg, device, "t1").shape == (1, len(test_set))
 
 
-def test_prevalence_offset_matches_the_mean_probability_and_keeps_the_ranking():
-    logits = np.array([[-3.0, -1.0, 0.5, 2.0]])
-    offset = prevalence_offset(logits, 0.25)
-    shifted = probabilities(logits, offset)
-    assert shifted.mean() == pytest.approx(0.25, abs=1e-9)
-    assert list(np.argsort(shifted)) == [0, 1, 2, 3]
-    assert offset < 0  # the raw mean probability (about 0.45) was above 0.25
+def test_prevalence_offsets_match_each_rule_and_keep_the_ranking():
+    # Two patients, a (slices 0-2) and b (slices 0-1); one view.
+    items = pd.DataFrame({"case_id": ["a", "a", "a", "b", "b"], "slice": [2, 0, 1, 0, 1]})
+    logits = np.array([[-3.0, -1.0, 0.5, 2.0, -2.0]])
+    offsets = prevalence_offsets(items, logits, 0.25)
+    table = patient_table(items, logits, offsets).set_index("case_id")
+    assert table["probability"].mean() == pytest.approx(0.25, abs=1e-9)
+    assert table["probability_max"].mean() == pytest.approx(0.25, abs=1e-9)
+    assert table["probability_middle"].mean() == pytest.approx(0.25, abs=1e-9)
+    assert offsets["max"] < offsets["mean"]  # the max of a patient's slices sits above their mean
+    assert list(table["n_slices"]) == [3, 2]
+    # Middle slice in slice order: a's slice 1 (logit 0.5), b's slice 0 (logit 2.0).
+    middle = combine_slices(items.assign(p=logits[0]), "p", "middle")
+    assert middle.to_dict() == {"a": 0.5, "b": 2.0}
+    assert table.loc["b", "probability_middle"] > table.loc["a", "probability_middle"]
+

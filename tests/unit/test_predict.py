@@ -63,7 +63,14 @@ def models_dir(tmp_path: Path) -> Path:
     for fold in range(2):
         torch.manual_seed(fold)
         model = build_model(cfg)
-        extra = {"classifier": cfg, "preprocess": preprocess_settings({"size": 32}), "fold": fold, "scenario": "t5"}
+        extra = {
+            "classifier": cfg,
+            "preprocess": preprocess_settings({"size": 32}),
+            "fold": fold,
+            "scenario": "t5",
+            # A far-off max-rule offset shows which rule's offset predict applies.
+            "logit_offsets": {"mean": 0.0, "max": -30.0, "middle": 0.0},
+        }
         save_weights(
             tmp_path / "results" / f"fold_{fold}" / "classifier" / "t5" / "model.pt", model.state_dict(), extra
         )
@@ -104,12 +111,22 @@ def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
     assert (strict["prediction"] == 0).all()
     np.testing.assert_allclose(strict["probability"], result["probability"])
 
-    # The run's slice aggregation (statistics.aggregation) applies to new cases too.
+    # The run's slice aggregation (statistics.aggregation) applies to new cases too, with that
+    # rule's own calibration offset.
     maxed = predict(
         models_dir, sheet, tmp_path / "max.csv", config={"device": "cpu", "statistics": {"aggregation": "max"}}
     )
-    assert (maxed["probability"] >= result["probability"] - 1e-9).all()
-    assert (maxed["probability"] > result["probability"] + 1e-6).any()
+    assert (maxed["probability"] < 1e-9).all()
+
+
+def test_predict_refuses_a_model_without_calibration_offsets(models_dir, sheet, tmp_path):
+    path = models_dir / "fold_1" / "classifier" / "t5" / "model.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["meta"]["logit_offsets"]
+    save_weights(path, payload["state_dict"], payload["meta"])
+    with pytest.raises(HepredError, match="fold_1.*rerun train_classifier"):
+        predict(models_dir, sheet, tmp_path / "out.csv", config={"device": "cpu"}, work_dir=tmp_path / "work")
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "work").exists()
 
 
 def test_predict_refuses_missing_models_and_single_ct_without_lesion(models_dir, sheet, tmp_path):
