@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hepred.errors import HepredError
+from hepred.leakage import check_no_leakage
 from hepred.preprocess import OUTSIDE_HU, apply_windows
 
 logger = logging.getLogger(__name__)
@@ -75,23 +76,11 @@ def synthetic_sources(manifest_path: Path, train_cases: list[str], held_out_case
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise HepredError(f"synthetic manifest lacks column(s) {', '.join(missing)}", path=manifest_path)
-    held_out = set(held_out_cases)
-    train = set(train_cases)
-    leaked = sorted(set(manifest["source_case"]) & held_out)
-    if leaked:
-        raise HepredError(
-            f"synthetic images made from validation/test case(s) {', '.join(leaked)} would leak into training",
-            case_id=leaked[0],
-            path=manifest_path,
-        )
-    unknown = sorted(set(manifest["source_case"]) - train)
-    if unknown:
-        raise HepredError(
-            f"synthetic images made from case(s) outside this fold's training set: {', '.join(unknown)}",
-            case_id=unknown[0],
-            path=manifest_path,
-        )
-    clash = sorted(set(manifest["synthetic_id"]) & (train | held_out))
+    try:
+        check_no_leakage({"train": list(train_cases), "test": list(held_out_cases)}, [], manifest["source_case"])
+    except HepredError as error:
+        raise error.with_context(path=manifest_path) from None
+    clash = sorted(set(manifest["synthetic_id"]) & (set(train_cases) | set(held_out_cases)))
     if clash:
         raise HepredError("synthetic id equals a real case id", case_id=clash[0], path=manifest_path)
     folder = manifest_path.parent

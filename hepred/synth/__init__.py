@@ -6,7 +6,6 @@ cases; ``synthesize`` writes N synthetic versions of each of them with a manifes
 """
 from hepred.synth.config import DEFAULTS, synthesis_settings
 from hepred.synth.generate import synthesize
-from hepred.synth.leakage import check_no_leakage
 from hepred.synth.train import train_generator
 
-__all__ = ["DEFAULTS", "check_no_leakage", "synthesis_settings", "synthesize", "train_generator"]
+__all__ = ["DEFAULTS", "synthesis_settings", "synthesize", "train_generator"]

@@ -13,9 +13,9 @@ import torch
 
 from hepred import io
 from hepred.errors import HepredError
+from hepred.leakage import check_no_leakage
 from hepred.synth.config import synthesis_settings
 from hepred.synth.data import OUTSIDE_HU, CaseSlab, iter_slabs
-from hepred.synth.leakage import check_no_leakage
 from hepred.synth.masks import lesion_distance, vary_target_mask
 from hepred.synth.morph import morph_slab
 from hepred.synth.patches import crop, patch_box
@@ -130,7 +130,7 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     fold = {"train": list(train_cases), **(fold or {})}
     # Every source is one of train_cases, so checking them all now refuses a leak before any
     # synthetic volume is written.
-    check_no_leakage(fold, trained_on, pd.DataFrame({"source_case": list(train_cases)}))
+    check_no_leakage(fold, trained_on, train_cases)
     seed_everything(seed)
 
     log.info("synthesising %d versions of %d cases with %s", sampling["versions"], len(train_cases), method)

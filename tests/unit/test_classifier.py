@@ -214,7 +214,7 @@ def test_synthetic_images_of_held_out_cases_are_refused(cohort):
     manifest.loc[0, "source_case"] = FOLD["val"][0]
     leaky = cohort / "synthetic" / "leaky.csv"
     manifest.to_csv(leaky, index=False)
-    with pytest.raises(HepredError, match="leak"):
+    with pytest.raises(HepredError, match="leaky.csv: leakage: held-out cases of this fold are synthetic sources"):
         synthetic_sources(leaky, FOLD["train"], FOLD["val"] + FOLD["test"])
     with pytest.raises(HepredError, match="leak"):
         train_classifier(
