@@ -8,6 +8,9 @@ are noisy, so CPU seconds of this process are printed too.
 
     python benchmarks/bench_synthesis.py                      # toy cohort, CPU (+ CUDA if present)
     python benchmarks/bench_synthesis.py --preprocess-dir results/preprocess --labels results/labels.csv
+
+With ``--json FILE`` the summary's speed and quality columns are also saved as figures (how
+``run_all.py`` collects them).
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import pandas as pd
 import torch
+from harness import Figure
 
 from hepred.labels import read_labels
 from hepred.synth import synthesis_settings, synthesize, train_generator
@@ -46,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ddim-steps", default="10,25,50")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--config", type=json.loads, default={}, help="JSON synthesis section overrides")
+    parser.add_argument("--json", type=Path, help="also save the summary's figures to this JSON file")
     return parser.parse_args()
 
 
@@ -112,6 +118,29 @@ def bench_method(method, device, root, cases, labels, args, workdir: Path) -> li
     return rows
 
 
+# Summary columns that become figures (none has a target).
+FIGURE_COLUMNS = {"slices_per_s": "slices/s", "lesion_hu_wasserstein": "HU", "train_steps_per_s": "steps/s"}
+
+
+def summary_figures(rows: list[dict]) -> list[Figure]:
+    """One figure per method, device (and DDIM step count) and column of ``FIGURE_COLUMNS``."""
+    figures, trained = [], set()
+    for row in rows:
+        name = f"synthesis_{row['method']}_{row['device']}"
+        if row["ddim_steps"] != "":
+            name += f"_ddim{row['ddim_steps']}"
+        note = f"{row['train_slices']} training slices, {row['synthetic_slices']} synthetic"
+        for column, unit in FIGURE_COLUMNS.items():
+            if column == "train_steps_per_s":
+                # morph has no training; one training serves every DDIM step count.
+                if row["method"] == "morph" or (row["method"], row["device"]) in trained:
+                    continue
+                trained.add((row["method"], row["device"]))
+            figures.append(Figure(f"{name}_{column}", float(row[column]), "", unit,
+                                  note if column == "slices_per_s" else ""))
+    return figures
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -133,9 +162,10 @@ def main() -> None:
                 new = bench_method(method, device, root, cases, labels, args, workdir)
                 print(pd.DataFrame(new).to_string(index=False), flush=True)
                 rows += new
-    table = pd.DataFrame(rows)
     print("\nsummary")
-    print(table.to_string(index=False))
+    print(pd.DataFrame(rows).to_string(index=False))
+    if args.json:
+        harness.finish(summary_figures(rows), args.json, "Synthesis figures")
 
 
 if __name__ == "__main__":

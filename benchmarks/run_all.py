@@ -26,59 +26,18 @@ import harness
 from harness import BENCH_DIR, Figure
 
 BENCHMARKS = ("dicom", "preprocess", "classifier_loader", "memory", "dryrun", "synthesis", "gpu")
+# bench_synthesis.py sizes its smoke run with its own options.
 SYNTHESIS_QUICK = ["--device", "cpu", "--epochs", "1", "--toy-cases", "4", "--toy-size", "64", "--versions", "1",
                    "--threads", "1"]
-# Columns of bench_synthesis.py's summary table that become figures (none has a target).
-SYNTHESIS_COLUMNS = {"slices_per_s": "slices/s", "lesion_hu_wasserstein": "HU", "train_steps_per_s": "steps/s"}
-
-
-def parse_table(text: str) -> list[dict[str, str]]:
-    """A pandas ``to_string(index=False)`` table: columns end where their (right-aligned) header ends,
-    so empty cells stay empty."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    header = lines[0]
-    names, ends, position = [], [], 0
-    for name in header.split():
-        position = header.index(name, position) + len(name)
-        names.append(name)
-        ends.append(position)
-    rows = []
-    for line in lines[1:]:
-        starts = [0] + ends[:-1]
-        rows.append({name: line[start:end].strip() for name, start, end in zip(names, starts, ends)})
-    return rows
-
-
-def synthesis_figures(output: str) -> list[Figure]:
-    """Figures from the summary table that bench_synthesis.py prints last."""
-    if "\nsummary\n" not in output:
-        raise RuntimeError("bench_synthesis.py printed no summary table")
-    figures = []
-    for row in parse_table(output.split("\nsummary\n", 1)[1]):
-        name = f"synthesis_{row['method']}_{row['device']}"
-        if row.get("ddim_steps"):
-            name += f"_ddim{row['ddim_steps']}"
-        note = f"{row['train_slices']} training slices, {row['synthetic_slices']} synthetic"
-        for column, unit in SYNTHESIS_COLUMNS.items():
-            if column == "train_steps_per_s" and (row["method"] == "morph" or row.get("ddim_steps") not in ("", "10")):
-                continue  # morph has no training; training is the same for every DDIM step count
-            figures.append(Figure(f"{name}_{column}", float(row[column]), "", unit, note if column == "slices_per_s" else ""))
-    return figures
 
 
 def run_one(name: str, quick: bool) -> list[Figure]:
     """Run one benchmark script in its own process; its output goes straight to the console."""
     print(f"\n===== {name} =====", flush=True)
-    if name == "synthesis":
-        args = [str(BENCH_DIR / "bench_synthesis.py")] + (SYNTHESIS_QUICK if quick else [])
-        done = harness.run_python(args)
-        print(done.stdout, done.stderr[-3000:] if done.returncode else "", sep="", flush=True)
-        if done.returncode:
-            raise RuntimeError(f"bench_synthesis.py exited with {done.returncode}")
-        return synthesis_figures(done.stdout)
     with tempfile.TemporaryDirectory(prefix="run_all_") as tmp:
         json_path = Path(tmp) / "figures.json"
-        args = [str(BENCH_DIR / f"bench_{name}.py"), "--json", str(json_path)] + (["--quick"] if quick else [])
+        size = (SYNTHESIS_QUICK if name == "synthesis" else ["--quick"]) if quick else []
+        args = [str(BENCH_DIR / f"bench_{name}.py"), "--json", str(json_path), *size]
         done = subprocess.run([sys.executable, *args], cwd=harness.REPO, check=False)
         if done.returncode:
             raise RuntimeError(f"bench_{name}.py exited with {done.returncode}")

@@ -1,4 +1,4 @@
-"""The benchmark harness: figure targets, the parsing of bench_synthesis.py's summary table, and the
+"""The benchmark harness: figure targets, bench_synthesis.py's figures from its summary rows, and the
 AUC-ceiling benchmark's features and fold-wise model."""
 
 import sys
@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_ceiling import lesion_features, out_of_fold_auc
+from bench_synthesis import summary_figures
 from harness import Figure, figure_table
-from run_all import parse_table, synthesis_figures
 
 
 @pytest.mark.parametrize(
@@ -31,26 +31,21 @@ def test_figure_table_marks_missed_targets():
     assert lines["info"][-1] == "-"
 
 
-def test_synthesis_summary_with_empty_cells_is_parsed_by_column():
-    frame = pd.DataFrame(
-        {
-            "method": ["diffusion", "diffusion", "gan", "morph"],
-            "device": ["cpu"] * 4,
-            "train_slices": [20] * 4,
-            "train_steps_per_s": [4.9, 4.9, 12.1, 0.0],
-            "ddim_steps": [10, 25, "", ""],
-            "synthetic_slices": [40] * 4,
-            "slices_per_s": [12.7, 9.7, 69.0, 101.0],
-            "lesion_hu_wasserstein": [55.8, 65.7, 38.1, 2.1],
-        }
-    )
-    rows = parse_table(frame.to_string(index=False))
-    assert [row["ddim_steps"] for row in rows] == ["10", "25", "", ""]
-    assert rows[2]["method"] == "gan" and rows[2]["slices_per_s"] == "69.0"
-
-    figures = {fig.name: fig.value for fig in synthesis_figures("header\n\nsummary\n" + frame.to_string(index=False))}
+def test_synthesis_summary_rows_become_figures():
+    rows = [
+        {"method": method, "device": "cpu", "train_slices": 20, "train_steps_per_s": steps, "ddim_steps": ddim,
+         "synthetic_slices": 40, "slices_per_s": speed, "lesion_hu_wasserstein": distance}
+        for method, steps, ddim, speed, distance in [
+            ("diffusion", 4.9, 10, 12.7, 55.8),
+            ("diffusion", 4.9, 25, 9.7, 65.7),
+            ("gan", 12.1, "", 69.0, 38.1),
+            ("morph", 0.0, "", 101.0, 2.1),
+        ]
+    ]
+    figures = {fig.name: fig.value for fig in summary_figures(rows)}
     assert figures["synthesis_diffusion_cpu_ddim25_slices_per_s"] == 9.7
     assert figures["synthesis_gan_cpu_lesion_hu_wasserstein"] == 38.1
+    assert figures["synthesis_gan_cpu_train_steps_per_s"] == 12.1
     assert figures["synthesis_diffusion_cpu_ddim10_train_steps_per_s"] == 4.9
     assert "synthesis_diffusion_cpu_ddim25_train_steps_per_s" not in figures  # same training, reported once
     assert "synthesis_morph_cpu_train_steps_per_s" not in figures  # morph does not train
