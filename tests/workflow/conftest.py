@@ -11,15 +11,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
-def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow of this repository with `config` (written to workdir/config.yaml)."""
+def run_snakemake(
+    workdir: Path, config: dict, *args: str, check: bool = True, configfiles: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository with `config` (written to workdir/config.yaml), then
+    `configfiles` merged over it in order, as `--configfile` does for a user."""
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     command = [
         str(SNAKEMAKE),
         "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir),
-        "--configfile", str(config_path),
+        "--configfile", str(config_path), *map(str, configfiles),
         "--cores", "2",
         *args,
     ]
