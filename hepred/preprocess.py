@@ -33,6 +33,9 @@ DEFAULT_SKULL_STRIP = {
     "opening_mm": 6.0,
 }
 DEFAULTS = {"size": 128, "windows": DEFAULT_WINDOWS, "skull_strip": DEFAULT_SKULL_STRIP}
+# The QC montage shows the skull stripping in a fixed brain window: the configured windows are
+# applied when the classifier reads a slice, so changing them never redoes this stage.
+QC_WINDOW = {"level": 40, "width": 80}
 
 OUTSIDE_HU = -1024
 # Below this HU a voxel is air (midway between air and water).
@@ -338,7 +341,6 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
         "brain_volume_ml": float(brain_np.sum()) * voxel_ml,
         "lesion_volume_ml": float(lesion_full.sum()) * voxel_ml,
         "size": size,
-        "windows": settings["windows"],
     }
     figure = _montage(
         case_id,
@@ -346,7 +348,7 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
         brain_np,
         lesion_full,
         ct_lps.GetSpacing(),
-        settings["windows"][0],
+        QC_WINDOW,
         info,
     )
 

@@ -27,6 +27,8 @@ rule preprocess:
         mem_mb=3000,
         runtime=10,
     params:
-        preprocess=config["preprocess"],
+        # Not the windows: they are applied as the classifier reads slices, and a change of
+        # window must not redo every case.
+        preprocess={k: v for k, v in config["preprocess"].items() if k != "windows"},
     script:
         "../workflow_scripts/preprocess.py"

@@ -8,7 +8,7 @@ import pandas as pd
 from scipy.stats import wasserstein_distance
 
 from hepred import io
-from hepred.preprocess import DEFAULT_WINDOWS, apply_windows
+from hepred.preprocess import QC_WINDOW, apply_windows
 
 
 def hu_stats_table(real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -46,12 +46,11 @@ def montage_figure(examples: list[tuple[str, list[tuple[str, np.ndarray, np.ndar
             if column >= len(panels):
                 continue
             title, plane, lesion = panels[column]
-            axis.imshow(apply_windows(plane, DEFAULT_WINDOWS)[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axis.imshow(apply_windows(plane, [QC_WINDOW])[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if lesion.any():
                 axis.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.7)
             axis.set_title(f"{case_id} {title}" if column == 0 else title, fontsize=7)
-    window = DEFAULT_WINDOWS[0]
-    figure.suptitle(f"real (left) vs synthetic, window {window['level']}/{window['width']} HU", fontsize=8)
+    figure.suptitle(f"real (left) vs synthetic, window {QC_WINDOW['level']}/{QC_WINDOW['width']} HU", fontsize=8)
     return figure
 
 

@@ -65,6 +65,16 @@ def test_a_second_run_has_nothing_to_do(finished_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_a_window_change_retrains_without_redoing_the_cache(finished_run):
+    import yaml
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["preprocess"]["windows"] = [{"level": 40, "width": 80}, {"level": 60, "width": 60}]
+    result = run_snakemake(finished_run, config, "-n")
+    planned = " ".join((result.stdout + result.stderr).split())
+    assert "train_classifier" in planned and "rule preprocess" not in planned
+
+
 def test_no_patient_identifier_in_any_output_or_log(finished_run):
     # The simulator writes fake identifiers into the DICOM headers (names, ids, birth dates).
     needles = ["SIM^PATIENT", "FAKEID", "FAKEACC", "PatientName", "PatientBirthDate"]
