@@ -34,8 +34,8 @@ def child(n_cases: int, out_dir: Path) -> None:
     from hepred.classifier import train_classifier
 
     root = CACHE / "stand_in_128"
-    labels = stand_in_cache(root, max(SIZES))
-    cases = sorted(labels)[:n_cases]
+    labels = stand_in_cache(root, n_cases)
+    cases = sorted(labels)
     fold = one_fold(cases)
     log = logging.getLogger("bench_memory")
     started = time.perf_counter()
@@ -64,8 +64,8 @@ def run_child(n_cases: int) -> dict:
 def measure(quick: bool) -> list[Figure]:
     from cohorts import stand_in_cache
 
-    stand_in_cache(CACHE / "stand_in_128", max(SIZES))  # build once, outside the measured processes
     small, large = QUICK_SIZES if quick else SIZES
+    stand_in_cache(CACHE / "stand_in_128", large)  # build once, outside the measured processes
     low, high, imports = run_child(small), run_child(large), run_child(0)
     note = (f"peak RSS of one t2 epoch, fresh process each; {small} vs {large} cases "
             f"({low['train_cases']} / {high['train_cases']} training)")

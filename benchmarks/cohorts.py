@@ -80,7 +80,9 @@ def _stand_in_case(rng: np.random.Generator, size: int, n_slices: int) -> tuple[
 
 
 def stand_in_cache(root: Path, n: int, size: int = 128, n_slices: int = 28, seed: int = 0) -> dict[str, int]:
-    """Write ``n`` stand-in cases to root/{case}/ (hu.npy, lesion.npy, info.json) once; returns labels.
+    """The first ``n`` stand-in cases in root/{case}/ (hu.npy, lesion.npy, info.json), written once;
+    returns their labels. A case depends on its index alone, so a larger cache serves a smaller
+    request and a smaller one is extended.
 
     Labels are drawn with the demo's prevalence (about 35 %); a case's content does not depend on it.
     """
@@ -88,13 +90,11 @@ def stand_in_cache(root: Path, n: int, size: int = 128, n_slices: int = 28, seed
 
     root = Path(root)
     labels_path = root / "labels.json"
-    if labels_path.is_file():
-        labels = json.loads(labels_path.read_text())
-        if len(labels) == n:
-            return labels
+    labels = json.loads(labels_path.read_text()) if labels_path.is_file() else {}
+    if len(labels) >= n:
+        return dict(list(labels.items())[:n])
     pixel = PIXEL_MM_AT_128 * 128 / size
-    labels = {}
-    for index in range(n):
+    for index in range(len(labels), n):
         case = f"bench{index + 1:04d}"
         rng = np.random.default_rng([seed, index])
         hu, lesion = _stand_in_case(rng, size, n_slices)
@@ -106,7 +106,6 @@ def stand_in_cache(root: Path, n: int, size: int = 128, n_slices: int = 28, seed
             "brain_volume_ml": float((hu > OUTSIDE_HU).sum()) * voxel_ml,
             "lesion_volume_ml": float(lesion.sum()) * voxel_ml,
             "size": size,
-            "windows": [{"level": 40, "width": 80}],
         }
         io.save_npy(root / case / "hu.npy", hu)
         io.save_npy(root / case / "lesion.npy", lesion)
