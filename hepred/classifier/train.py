@@ -238,15 +238,20 @@ def combine_slices(slices: pd.DataFrame, column: str, rule: str) -> pd.Series:
     return ordered.loc[position == middle].set_index("case_id")[column].sort_index()
 
 
+def rule_probabilities(items: pd.DataFrame, logits: np.ndarray, offset: float, rule: str) -> pd.Series:
+    """Per case_id, the probabilities of its slices (``logits`` + ``offset``, mean over the
+    views) combined by ``rule``. ``items`` holds the case_id and slice of each of the [V, N]
+    ``logits``' columns."""
+    frame = items[["case_id", "slice"]].assign(probability=probabilities(logits, offset))
+    return combine_slices(frame, "probability", rule)
+
+
 def patient_table(items: pd.DataFrame, logits: np.ndarray, offsets: dict[str, float]) -> pd.DataFrame:
     """Per case: its number of slices and, for every rule of ``PATIENT_RULES``, the combined
-    probability of its slices, each rule with its own logit offset. ``items`` holds the
-    case_id and slice of each of the [V, N] ``logits``' columns."""
+    probability of its slices, each rule with its own logit offset (see ``rule_probabilities``)."""
     table = pd.DataFrame({"n_slices": items.groupby("case_id", sort=True).size()})
-    frame = items[["case_id", "slice"]].copy()
     for column, rule in PATIENT_RULES.items():
-        frame["probability"] = probabilities(logits, offsets[rule])
-        table[column] = combine_slices(frame, "probability", rule)
+        table[column] = rule_probabilities(items, logits, offsets[rule], rule)
     return table.rename_axis("case_id").reset_index()
 
 
@@ -262,11 +267,9 @@ def prevalence_offsets(items: pd.DataFrame, logits: np.ndarray, prevalence: floa
     one offset for all would leave the fixed threshold calling most patients positive.
     """
     target = min(max(prevalence, 1e-3), 1 - 1e-3)
-    frame = items[["case_id", "slice"]].copy()
 
     def excess(offset: float, rule: str) -> float:
-        frame["probability"] = probabilities(logits, offset)
-        return float(combine_slices(frame, "probability", rule).mean()) - target
+        return float(rule_probabilities(items, logits, offset, rule).mean()) - target
 
     return {rule: float(brentq(excess, -50.0, 50.0, args=(rule,))) for rule in PATIENT_RULES.values()}
 
