@@ -281,9 +281,9 @@ def evaluate(
     logits = torch.from_numpy(slice_logits(model, dataset, cfg, device))
     targets = torch.tensor([dataset.sources[item.source].label for item in dataset.items], dtype=torch.float32)
     loss = float(focal_loss(logits, targets, cfg, reduction="mean"))
-    probabilities = torch.sigmoid(logits).numpy()
-    auc = float(roc_auc_score(targets.numpy(), probabilities)) if len(set(targets.tolist())) == 2 else math.nan
-    return loss, auc, probabilities
+    slice_probabilities = torch.sigmoid(logits).numpy()
+    auc = float(roc_auc_score(targets.numpy(), slice_probabilities)) if len(set(targets.tolist())) == 2 else math.nan
+    return loss, auc, slice_probabilities
 
 
 def _fingerprint(**parts) -> str:
