@@ -12,9 +12,8 @@ thread: the single-core time, not inflated by other users of the machine), media
 
 For the GPU, where the network is ~100x faster, the same loader at the paper preset (whole
 512 px slices, batch 32; stand-in 512 px cache) is timed without a model: milliseconds per
-slice for the dataset alone and through the DataLoader (collate), i.e. the most slices/s one
-loader process can feed; and the collate of the same batch as int16 HU + uint8 mask (a
-proposal: window on the device, 4x fewer bytes to stack and copy).
+slice for the dataset alone and through the DataLoader (collate of int16 HU + mask; the
+windows are applied on the device), i.e. the most slices/s one loader process can feed.
 
     python benchmarks/bench_classifier_loader.py [--quick] [--json FILE]
 """
@@ -36,10 +35,10 @@ def measure(quick: bool) -> list[Figure]:
     from cohorts import one_fold, pipeline_cohort
 
     from hepred.classifier import classifier_settings
-    from hepred.config import load_config
     from hepred.classifier.data import EpochShuffle
     from hepred.classifier.model import build_model
     from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
+    from hepred.config import load_config
 
     use = 8 if quick else N_CASES
     root = pipeline_cohort("classifier_cohort", N_CASES, use=use)
@@ -94,11 +93,9 @@ def paper_preset_feed(quick: bool) -> list[Figure]:
     """Milliseconds per whole 512 px slice spent by one loader process (no model)."""
     import time
 
-    import numpy as np
     import torch
     from cohorts import one_fold, stand_in_cache
     from harness import CACHE
-    from torch.utils.data import default_collate
 
     from hepred.classifier import PAPER_PRESET, classifier_settings
     from hepred.classifier.data import EpochShuffle
@@ -125,19 +122,11 @@ def paper_preset_feed(quick: bool) -> list[Figure]:
         for _batch in loader:
             pass
     loader_ms = (time.process_time() - started) / (passes * len(train_set)) * 1000
-    compact = [(torch.from_numpy(np.asarray(train_set.slice_arrays(i)[0])), torch.from_numpy(np.asarray(
-        train_set.slice_arrays(i)[1])), torch.tensor(1.0), i) for i in range(min(32, len(train_set)))]
-    started = time.process_time()
-    for _ in range(10 * passes):
-        default_collate(compact)
-    compact_ms = (time.process_time() - started) / (10 * passes * len(compact)) * 1000
     note = f"paper preset, {len(train_set)} whole 512 px slices of stand-in cases, batch 32, CPU ms per slice"
     return [
         Figure("loader512_dataset_ms_per_slice", item_ms, "", "ms", note),
-        Figure("loader512_dataloader_ms_per_slice", loader_ms, "", "ms", "dataset + collate of float32 [3, 512, 512]"),
+        Figure("loader512_dataloader_ms_per_slice", loader_ms, "", "ms", "dataset + collate of int16 [2, 512, 512]"),
         Figure("loader512_max_feed_slices_per_s_one_process", 1000 / loader_ms, "", "slices/s"),
-        Figure("loader512_collate_int16_uint8_ms_per_slice", compact_ms, "", "ms",
-               "proposal: collate HU int16 + mask uint8, window on the device"),
     ]
 
 

@@ -1,8 +1,10 @@
 """Slice datasets streamed from the per-case ``hu.npy`` / ``lesion.npy`` files.
 
 A dataset is a list of (case file, slice) pairs; every ``__getitem__`` reads one slice
-through a memory map, so memory does not grow with the cohort. Each sample is the paper's
-prior-guided input: window 1, window 2 (or window 1 again), lesion mask.
+through a memory map, so memory does not grow with the cohort. A sample is the slice's raw
+HU and lesion mask as int16; ``window_batch`` turns a batch of them into the paper's
+prior-guided input (window 1, window 2 or window 1 again, lesion mask) on the device, so the
+loader stacks, pins and copies a third of the bytes it would as float32 images.
 """
 
 from __future__ import annotations
@@ -179,15 +181,17 @@ def crop_centred(array: np.ndarray, centre: tuple[int, int], size: int, fill) ->
 
 
 class SliceDataset(Dataset):
-    """Samples ([3, N, N] float32 in [0, 1], label) of indexed slices, read on demand.
+    """Samples ([2, N, N] int16: HU, lesion mask; label; index) of indexed slices, read on demand.
 
-    N is ``crop`` when cropping around the lesion, else the stored slice size; resizing to
-    the network's input size happens on the device, batched (see ``augment.prepare_batch``).
+    N is ``crop`` when cropping around the lesion, else the stored slice size. Windowing
+    (``window_batch``) and resizing to the network's input size happen on the device,
+    batched (see ``augment.prepare_batch``).
     """
 
     def __init__(self, sources: list[CaseSource], items: list[SliceItem], windows: list[dict], crop: int):
         if not 1 <= len(windows) <= 2:
             raise HepredError(f"the classifier takes 1 or 2 intensity windows, got {len(windows)}")
+        apply_windows(np.zeros(1, np.float32), windows)  # validates the windows
         self.sources = sources
         self.items = items
         # Two image channels and the mask: window 1 is repeated when only one is given (paper).
@@ -226,11 +230,11 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         hu, lesion = self.slice_arrays(index)
-        image = np.empty((3,) + hu.shape, dtype=np.float32)
-        image[:2] = apply_windows(hu, self.windows)
-        image[2] = lesion > 0
+        raw = np.empty((2,) + hu.shape, dtype=np.int16)
+        raw[0] = hu
+        raw[1] = lesion > 0
         label = self.sources[self.items[index].source].label
-        return torch.from_numpy(image), torch.tensor(float(label)), index
+        return torch.from_numpy(raw), torch.tensor(float(label)), index
 
     def item_table(self, indices: list[int] | None = None) -> pd.DataFrame:
         """case_id, slice and label of the given items (all by default), in that order."""
@@ -241,6 +245,19 @@ class SliceDataset(Dataset):
             source = self.sources[item.source]
             rows.append((source.case_id, item.slice, source.label))
         return pd.DataFrame(rows, columns=["case_id", "slice", "label"])
+
+
+def window_batch(raw: torch.Tensor, windows: list[dict]) -> torch.Tensor:
+    """The network's [B, 3, N, N] float32 input from a [B, 2, N, N] batch of ``SliceDataset``
+    samples: each of the two windows maps HU to [0, 1] with the same float32 operations as
+    ``preprocess.apply_windows`` (so the same bits on the CPU), then the lesion mask."""
+    hu = raw[:, 0].float()
+    channels = []
+    for window in windows:
+        level, width = float(window["level"]), float(window["width"])
+        channels.append(((hu - (level - width / 2.0)) / width).clamp_(0.0, 1.0))
+    channels.append(raw[:, 1].float())
+    return torch.stack(channels, dim=1)
 
 
 class EpochShuffle(Sampler[int]):

@@ -29,6 +29,7 @@ from hepred.classifier.data import (
     index_slices,
     original_sources,
     synthetic_sources,
+    window_batch,
 )
 from hepred.classifier.model import build_model
 from hepred.errors import HepredError
@@ -138,9 +139,10 @@ def make_loader(
 
 
 def to_device(
-    images: torch.Tensor, device: torch.device, image_size: int, theta: torch.Tensor | None = None
+    raw: torch.Tensor, windows: list[dict], device: torch.device, image_size: int, theta: torch.Tensor | None = None
 ) -> torch.Tensor:
-    images = prepare_batch(images.to(device, non_blocking=True), image_size, theta)
+    """A loader batch (int16 HU + mask) as network input on ``device``: windowed, resized, warped."""
+    images = prepare_batch(window_batch(raw.to(device, non_blocking=True), windows), image_size, theta)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images
@@ -188,11 +190,11 @@ def logits_through_views(
     """
     model.eval()
     logits = np.full((len(views), len(dataset)), np.nan, dtype=np.float32)
-    for images, _, indices in make_loader(dataset, cfg, device):
+    for raw, _, indices in make_loader(dataset, cfg, device):
         for row, theta in enumerate(views):
-            view = None if theta is None else theta.expand(len(images), 2, 3)
+            view = None if theta is None else theta.expand(len(raw), 2, 3)
             with autocast(device):
-                out = model(to_device(images, device, int(cfg["image_size"]), view)).squeeze(1)
+                out = model(to_device(raw, dataset.windows, device, int(cfg["image_size"]), view)).squeeze(1)
             logits[row, indices.numpy()] = out.float().cpu().numpy()
     return logits
 
@@ -424,11 +426,11 @@ def train_epoch(
     aug_rng = augmentation_rng(seed, epoch)
     learner.model.train()
     loss_sum, seen = torch.zeros((), device=device), 0
-    for images, targets, _ in loader:
-        theta = draw_affines(aug_rng, len(images), cfg) if augment else None
-        batch = to_device(images, device, int(cfg["image_size"]), theta)
-        loss_sum += learner.step(batch, targets, cfg, device) * len(images)
-        seen += len(images)
+    for raw, targets, _ in loader:
+        theta = draw_affines(aug_rng, len(raw), cfg) if augment else None
+        batch = to_device(raw, loader.dataset.windows, device, int(cfg["image_size"]), theta)
+        loss_sum += learner.step(batch, targets, cfg, device) * len(raw)
+        seen += len(raw)
     return float(loss_sum) / seen, seen
 
 

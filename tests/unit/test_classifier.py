@@ -25,6 +25,7 @@ from hepred.classifier.data import (
     index_slices,
     original_sources,
     synthetic_sources,
+    window_batch,
 )
 from hepred.classifier.model import load_classifier
 from hepred.classifier.train import (
@@ -41,6 +42,7 @@ from hepred.classifier.train import (
     view_logits,
 )
 from hepred.errors import HepredError
+from hepred.preprocess import apply_windows
 from hepred.training import load_weights
 
 S = 32
@@ -147,17 +149,40 @@ def test_index_keeps_slices_above_threshold_and_streams_from_memory_maps(cohort)
     # 6 x 6 square at row 10, column 12: centroid (12.5, 14.5) rounds to (12, 14).
     assert items[1].centre == (12, 14)
 
-    dataset = SliceDataset(sources, items, [{"level": 40, "width": 80}], crop=0)
-    image, label, index = dataset[1]
-    assert image.shape == (3, S, S) and image.dtype == torch.float32
-    assert float(image.min()) >= 0 and float(image.max()) <= 1
-    assert torch.equal(image[0], image[1])  # one window: the paper's image, image, mask
+    window = {"level": 40, "width": 80}
+    dataset = SliceDataset(sources, items, [window], crop=0)
+    raw, label, index = dataset[1]
+    # The loader ships int16 HU and mask; the windows are applied on the device.
+    assert raw.shape == (2, S, S) and raw.dtype == torch.int16
+    hu = np.load(cohort / "preprocess" / "c0" / "hu.npy")[3]
     lesion = np.load(cohort / "preprocess" / "c0" / "lesion.npy")[3]
+    assert torch.equal(raw[0], torch.from_numpy(hu.astype(np.int16)))
+    image = window_batch(raw[None], dataset.windows)[0]
+    assert image.shape == (3, S, S) and image.dtype == torch.float32
+    assert torch.equal(image[0], image[1])  # one window: the paper's image, image, mask
+    assert torch.equal(image[0], torch.from_numpy(apply_windows(hu, [window])[0]))
     assert torch.equal(image[2], torch.from_numpy((lesion > 0).astype(np.float32)))
     assert float(label) == LABELS["c0"] and index == 1
     assert all(isinstance(array, np.memmap) for array in dataset._open.values()) and dataset._open
     # Worker copies start without open maps: pickling a memmap would copy the whole volume.
     assert pickle.loads(pickle.dumps(dataset))._open == {}
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [
+        [{"level": 40, "width": 80}, {"level": 60, "width": 60}],
+        [{"level": 40.5, "width": 77.3}, {"level": -3, "width": 3.7}],
+    ],
+)
+def test_window_batch_gives_the_bits_of_preprocess_windows(windows):
+    # Windowing moved from the loader (numpy) to the device (torch): on the CPU the network
+    # must see exactly the values it saw before, over the whole stored HU range.
+    hu = np.arange(-1024, 3072, dtype=np.int16).reshape(64, 64)
+    lesion = (hu % 7 == 0).astype(np.int16)
+    image = window_batch(torch.from_numpy(np.stack([hu, lesion]))[None], windows)[0].numpy()
+    np.testing.assert_array_equal(image[:2], apply_windows(hu, windows))
+    np.testing.assert_array_equal(image[2], lesion.astype(np.float32))
 
 
 def test_case_without_usable_slice_falls_back_to_largest_only_for_evaluation(cohort):
