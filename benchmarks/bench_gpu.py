@@ -69,6 +69,9 @@ class Settings:
         self.iterations = (10 if quick else 20) if gpu else 2
         self.cases = (40 if quick else 80) if gpu else 8
         self.epochs = 2 if gpu else 1
+        # Each timed epoch passes over the training slices this many times: with 52 stand-in
+        # cases one pass is 8 batches, too short to tell the steady rate from epoch start-up.
+        self.passes_per_epoch = 5 if gpu else 1
         self.workers = [0, 8] if gpu else [0]
         self.sample_batches = [32, 256] if gpu else [4]
         self.sample_repeats = 3 if gpu else 1
@@ -150,13 +153,23 @@ def model_figures(device, s: Settings) -> tuple[list[Figure], float]:
     return figures, rates["bf16_channels_last"]
 
 
+def repeated_shuffle(n: int, passes: int, seed: int):
+    """hepred's EpochShuffle over ``passes`` copies of an ``n``-item dataset."""
+    from hepred.classifier.data import EpochShuffle
+
+    class RepeatedShuffle(EpochShuffle):
+        def __iter__(self):
+            return (index % n for index in super().__iter__())
+
+    return RepeatedShuffle(n * passes, seed)
+
+
 def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Figure]:
     """The real training loop on a stand-in cache of whole slices, per loader worker count."""
     import torch
     from cohorts import one_fold, stand_in_cache
 
     from hepred.classifier import PAPER_PRESET, build_model, classifier_settings
-    from hepred.classifier.data import EpochShuffle
     from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
 
     started = time.perf_counter()
@@ -176,7 +189,8 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
         model = build_model(cfg).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loader = make_loader(train_set, cfg, device, sampler=EpochShuffle(len(train_set), 0), drop_last=True)
+        sampler = repeated_shuffle(len(train_set), s.passes_per_epoch, 0)
+        loader = make_loader(train_set, cfg, device, sampler=sampler, drop_last=True)
         learner = Learner.build(model, cfg, len(loader))
         train_epoch(learner, loader, cfg, device, 0, 0, True)  # warm-up: workers, page cache, kernels
         synchronize(device)
@@ -188,7 +202,7 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
         figures += [
             Figure(f"gpu_classifier_real_loop_slices_per_s_workers{workers}", rate, "", "slices/s",
                    f"train_epoch, t2 augmentation, {len(train_set)} slices of {s.image} px from "
-                   f"{len(fold['train'])} stand-in cases, {s.epochs} epochs"),
+                   f"{len(fold['train'])} stand-in cases, {s.epochs} epochs of {s.passes_per_epoch} passes"),
             Figure(f"gpu_classifier_loader_ratio_workers{workers}", rate / bare_rate, ">= 0.9", "",
                    "real loop / bare bf16 + channels_last"),
         ]
