@@ -273,7 +273,9 @@ def main() -> None:
     figures, bare_rate = model_figures(device, s)
     print(harness.figure_table(figures), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
-        figures += loader_figures(device, s, bare_rate, Path(tmp))
+        loop = loader_figures(device, s, bare_rate, Path(tmp))
+    print(harness.figure_table(loop), flush=True)
+    figures += loop
     figures += sampling_figures(device, s)
     figures.append(Figure("gpu_bench_total_s", time.perf_counter() - started, "", "s"))
     harness.finish(figures, args.json, f"GPU figures ({name})")
