@@ -11,14 +11,15 @@ rule statistics:
     output:
         summary=report(
             f"{RESULTS}/statistics/summary.csv",
-            category="Statistics",
+            # Not "Statistics": Snakemake's report already has a link target of that name.
+            category="Scenario comparison",
             caption="../report/summary.rst",
         ),
         markdown=f"{RESULTS}/statistics/summary.md",
         metrics=f"{RESULTS}/statistics/metrics.json",
         roc=report(
             f"{RESULTS}/statistics/roc.png",
-            category="Statistics",
+            category="Scenario comparison",
             caption="../report/roc.rst",
         ),
     log:
