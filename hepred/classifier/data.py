@@ -219,14 +219,15 @@ class SliceDataset(Dataset):
         return array
 
     def slice_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """HU (int16) and lesion (uint8) of one indexed slice, cropped when configured."""
+        """HU (int16) and lesion (uint8) of one indexed slice, cropped when configured; uncropped,
+        they are read-only views of the memory maps, which ``__getitem__`` copies once."""
         item = self.items[index]
         source = self.sources[item.source]
         hu = self._array(source.hu_path, source.case_id)[item.slice]
         lesion = self._array(source.lesion_path, source.case_id)[item.slice]
         if self.crop:
             return crop_centred(hu, item.centre, self.crop, OUTSIDE_HU), crop_centred(lesion, item.centre, self.crop, 0)
-        return np.array(hu), np.array(lesion)
+        return hu, lesion
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         hu, lesion = self.slice_arrays(index)

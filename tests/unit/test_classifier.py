@@ -400,4 +400,3 @@ def test_prevalence_offsets_match_each_rule_and_keep_the_ranking():
     middle = combine_slices(items.assign(p=logits[0]), "p", "middle")
     assert middle.to_dict() == {"a": 0.5, "b": 2.0}
     assert table.loc["b", "probability_middle"] > table.loc["a", "probability_middle"]
-
