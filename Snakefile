@@ -12,6 +12,7 @@ include: "rules/preprocess.smk"
 include: "rules/cohort.smk"
 include: "rules/synthesis.smk"
 include: "rules/classifier.smk"
+include: "rules/baselines.smk"
 include: "rules/statistics.smk"
 
 

@@ -49,6 +49,13 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         raise HepredError(_describe(errors[0]), path=source)
+    baselines = filled["baselines"]
+    if baselines["fusion"] and "radiomics" not in baselines["models"]:
+        raise HepredError(
+            f"config baselines.fusion: {baselines['fusion']!r} fuses with the radiomics model, "
+            "which baselines.models does not list (add radiomics, or set fusion: \"\")",
+            path=source,
+        )
     return filled
 
 

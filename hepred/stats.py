@@ -33,6 +33,10 @@ METRIC_LABELS = {
 # Which patient-level probability of predictions_patients.csv each aggregation uses.
 AGGREGATION_COLUMNS = {"mean": "probability", "max": "probability_max", "middle": "probability_middle"}
 CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
+# What each row of the summary is: an image scenario (t1, t2, ...), its null control (null_t2),
+# a patient-level baseline (volume, radiomics) or the fusion of radiomics with an image scenario.
+KINDS = ("image", "fusion", "baseline", "null")  # also the order of the rows
+BASELINE_NAMES = ("volume", "radiomics")
 REQUIRED_COLUMNS = ("case_id", "fold", "scenario", "label")
 DEFAULTS = {
     "aggregation": "mean",
@@ -170,6 +174,29 @@ def check_pairing(frame: pd.DataFrame, reference: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # metrics
+
+
+def scenario_kind(scenario: str) -> str:
+    """One of ``KINDS``, from the scenario's name."""
+    if scenario.startswith("null_"):
+        return "null"
+    if scenario in BASELINE_NAMES:
+        return "baseline"
+    if scenario == "fusion":
+        return "fusion"
+    return "image"
+
+
+def holm_adjust(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values of one family of tests (NaN entries stay NaN and do
+    not count towards the family size)."""
+    finite = sorted((p, name) for name, p in pvalues.items() if not math.isnan(p))
+    adjusted = dict.fromkeys(pvalues, math.nan)
+    running = 0.0
+    for rank, (p, name) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[name] = running
+    return adjusted
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
@@ -376,15 +403,23 @@ def wilcoxon_folds(values_other: pd.Series, values_reference: pd.Series) -> dict
     """Wilcoxon signed-rank test over per-fold values (Series indexed by fold), two-sided.
 
     Folds where either value is NaN are left out. NaN when no fold remains or all differences
-    are zero (the test is then undefined). With k folds the exact two-sided p cannot go below
-    2 / 2**k (0.0625 for 5 folds): it can never reach 0.05 with 5 folds.
+    are zero (the test is then undefined). The p-value comes from the exact distribution of
+    the statistic over all 2**k sign flips of the observed differences, which stays exact
+    when differences tie (midranks) where the normal approximation would be used otherwise.
+    With k folds the two-sided p cannot go below 2 / 2**k (0.0625 for 5 folds): it can never
+    reach 0.05 with 5 folds.
     """
     paired = pd.concat([values_other.rename("other"), values_reference.rename("reference")], axis=1).dropna()
     differences = paired["other"] - paired["reference"]
     result = {"n_folds": int(len(paired)), "statistic": math.nan, "p": math.nan}
     if len(paired) == 0 or bool((differences == 0).all()):
         return result
-    outcome = stats.wilcoxon(paired["other"].to_numpy(), paired["reference"].to_numpy(), alternative="two-sided")
+    outcome = stats.wilcoxon(
+        paired["other"].to_numpy(),
+        paired["reference"].to_numpy(),
+        alternative="two-sided",
+        method=stats.PermutationMethod(n_resamples=2 ** len(paired)),
+    )
     result.update(statistic=float(outcome.statistic), p=float(outcome.pvalue))
     return result
 
@@ -400,17 +435,20 @@ def minimum_wilcoxon_p(n_folds: int) -> float:
 
 def summary_columns(reference: str = "t1") -> list[str]:
     """The exact column order of summary.csv."""
-    columns = ["scenario", "n_patients", "auc", "auc_ci_low", "auc_ci_high"]
+    columns = ["scenario", "kind", "n_patients", "auc", "auc_ci_low", "auc_ci_high"]
     columns += [metric for metric in METRICS if metric != "auc"]
     columns += [f"{metric}_ci_{side}" for metric in METRICS if metric != "auc" for side in ("low", "high")]
     columns += [f"{metric}_fold_{stat}" for metric in METRICS for stat in ("mean", "sd")]
-    columns += [f"p_{test}_vs_{reference}" for test in ("delong", "mcnemar", "wilcoxon")]
+    columns += [f"p_delong_vs_{reference}", f"p_delong_vs_{reference}_holm"]
+    columns += [f"p_{test}_vs_{reference}" for test in ("mcnemar", "wilcoxon")]
+    columns += ["p_delong_vs_best_image", "p_delong_vs_best_image_holm"]
     return columns
 
 
 def order_scenarios(scenarios: Iterable[str], reference: str) -> list[str]:
-    """Reference first, then the others by name."""
-    return [reference] + sorted(scenario for scenario in set(scenarios) if scenario != reference)
+    """Reference first, then the others by kind (``KINDS``) and name."""
+    others = sorted(set(scenarios) - {reference}, key=lambda name: (KINDS.index(scenario_kind(name)), name))
+    return [reference] + others
 
 
 def per_fold_metrics(frame: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, list[str]]:
@@ -479,8 +517,14 @@ def evaluate_scenarios(frame: pd.DataFrame, cfg: dict, reference: str) -> dict[s
                 )
             entry["vs_reference"] = {"delong": delong, "mcnemar": mcnemar, "wilcoxon": wilcoxon}
         results[scenario] = entry
+    best_image = compare_with_best_image(results, by_scenario, labels)
+    holm = holm_adjust({name: entry["vs_reference"]["delong"]["p"] for name, entry in results.items() if name != reference})
+    for name, p in holm.items():
+        results[name]["vs_reference"]["delong"]["p_holm"] = p
     return {
         "scenarios": results,
+        "best_image": best_image,
+        "null_verdicts": null_verdicts(results, by_scenario, labels),
         "order": scenarios,
         "per_fold": per_fold,
         "folds": [int(fold) for fold in folds],
@@ -490,11 +534,41 @@ def evaluate_scenarios(frame: pd.DataFrame, cfg: dict, reference: str) -> dict[s
     }
 
 
+def compare_with_best_image(results: dict[str, Any], by_scenario: dict[str, pd.DataFrame], labels: np.ndarray) -> str:
+    """DeLong of every scenario against the image scenario with the highest pooled AUC (raw and
+    Holm over that family), stored as ``vs_best_image``; returns that scenario's name."""
+    images = [name for name in results if scenario_kind(name) == "image"]
+    best = max(images, key=lambda name: (results[name]["pooled"]["auc"], name))
+    best_probabilities = by_scenario[best]["probability"].to_numpy()
+    raw = {}
+    for name, entry in results.items():
+        if name != best:
+            entry["vs_best_image"] = delong_test(labels, by_scenario[name]["probability"].to_numpy(), best_probabilities)
+            raw[name] = entry["vs_best_image"]["p"]
+    for name, p in holm_adjust(raw).items():
+        results[name]["vs_best_image"]["p_holm"] = p
+    return best
+
+
+def null_verdicts(results: dict[str, Any], by_scenario: dict[str, pd.DataFrame], labels: np.ndarray) -> list[dict]:
+    """For each null control: does the best model that learned from true labels beat it?"""
+    learned = [name for name in results if scenario_kind(name) != "null"]
+    best = max(learned, key=lambda name: (results[name]["pooled"]["auc"], name))
+    verdicts = []
+    for null in (name for name in results if scenario_kind(name) == "null"):
+        test = delong_test(
+            labels, by_scenario[best]["probability"].to_numpy(), by_scenario[null]["probability"].to_numpy()
+        )
+        beats = test["auc_difference"] > 0 and test["p"] < 0.05
+        verdicts.append({"best": best, "null": null, "delong": test, "beats_null": bool(beats)})
+    return verdicts
+
+
 def summary_table(evaluation: dict[str, Any], reference: str) -> pd.DataFrame:
     rows = []
     for scenario in evaluation["order"]:
         entry = evaluation["scenarios"][scenario]
-        row: dict[str, Any] = {"scenario": scenario, "n_patients": entry["n_patients"]}
+        row: dict[str, Any] = {"scenario": scenario, "kind": scenario_kind(scenario), "n_patients": entry["n_patients"]}
         for metric in METRICS:
             row[metric] = entry["pooled"][metric]
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = entry["ci"][metric]
@@ -502,6 +576,10 @@ def summary_table(evaluation: dict[str, Any], reference: str) -> pd.DataFrame:
             row[f"{metric}_fold_sd"] = entry["fold_sd"][metric]
         tests = entry.get("vs_reference")
         row[f"p_delong_vs_{reference}"] = tests["delong"]["p"] if tests else math.nan
+        row[f"p_delong_vs_{reference}_holm"] = tests["delong"]["p_holm"] if tests else math.nan
+        versus_best = entry.get("vs_best_image")
+        row["p_delong_vs_best_image"] = versus_best["p"] if versus_best else math.nan
+        row["p_delong_vs_best_image_holm"] = versus_best["p_holm"] if versus_best else math.nan
         row[f"p_mcnemar_vs_{reference}"] = tests["mcnemar"]["p"] if tests else math.nan
         row[f"p_wilcoxon_vs_{reference}"] = tests["wilcoxon"]["p"] if tests else math.nan
         rows.append(row)
@@ -547,11 +625,33 @@ def method_note(cfg: dict, reference: str, n_folds: int) -> str:
         "correlated AUCs (fast midrank algorithm of Sun & Xu 2014), McNemar's exact test on per-patient "
         "correctness at the threshold (binomial test on the discordant pairs), and the Wilcoxon signed-rank "
         f"test over the per-fold AUCs (with {n_folds} folds the smallest attainable two-sided p is "
-        f"{minimum_wilcoxon_p(n_folds):.4g}). All tests are two-sided and not corrected for multiple comparisons."
+        f"{minimum_wilcoxon_p(n_folds):.4g}; exact sign-flip distribution, also with tied differences). "
+        "Every scenario is also compared with the image scenario of highest pooled AUC (DeLong). All tests are "
+        "two-sided; Holm-adjusted DeLong p-values (family: all comparisons against the same scenario) stand "
+        "beside the raw ones. Baselines (volume, radiomics) and the fusion are patient-level models fitted on "
+        "each fold's training and validation patients; a null control is an image scenario trained on labels "
+        "permuted within each fold's training and validation patients and scored against the true labels: "
+        "its AUC is what that recipe reaches without learning from labels."
     )
 
 
-def summary_markdown(evaluation: dict[str, Any], summary: pd.DataFrame, cfg: dict, reference: str) -> str:
+def null_sentences(evaluation: dict[str, Any]) -> list[str]:
+    """The answer to "does the best model beat a model trained on shuffled labels?", in words."""
+    lines = []
+    for verdict in evaluation["null_verdicts"]:
+        test = verdict["delong"]
+        outcome = "beats" if verdict["beats_null"] else "does **not** beat"
+        lines.append(
+            f"**Null control.** The best model, {verdict['best']} (AUC {test['auc_a']:.3f}), {outcome} the null "
+            f"control {verdict['null']} (AUC {test['auc_b']:.3f} against the true labels; ΔAUC "
+            f"{test['auc_difference']:+.3f}, DeLong p {_fmt_p(test['p'])})."
+        )
+    return lines
+
+
+def summary_markdown(
+    evaluation: dict[str, Any], summary: pd.DataFrame, cfg: dict, reference: str, sensitivity: pd.DataFrame | None = None
+) -> str:
     n_folds = len(evaluation["folds"])
     lines = [
         "# Hematoma expansion prediction: statistics",
@@ -585,19 +685,51 @@ def summary_markdown(evaluation: dict[str, Any], summary: pd.DataFrame, cfg: dic
         "",
         f"## Paired tests against {reference}",
         "",
-        "| scenario | ΔAUC | p DeLong | McNemar b / c | p McNemar | p Wilcoxon (fold AUC) |",
-        "|---|---|---|---|---|---|",
+        "| scenario | ΔAUC | p DeLong | p DeLong (Holm) | McNemar b / c | p McNemar | p Wilcoxon (fold AUC) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for scenario in evaluation["order"]:
         tests = evaluation["scenarios"][scenario].get("vs_reference")
         if tests is None:
-            lines.append(f"| {scenario} (reference) | – | – | – | – | – |")
+            lines.append(f"| {scenario} (reference) | – | – | – | – | – | – |")
             continue
         lines.append(
             f"| {scenario} | {tests['delong']['auc_difference']:+.3f} | {_fmt_p(tests['delong']['p'])} | "
+            f"{_fmt_p(tests['delong']['p_holm'])} | "
             f"{tests['mcnemar']['b']} / {tests['mcnemar']['c']} | {_fmt_p(tests['mcnemar']['p'])} | "
             f"{_fmt_p(tests['wilcoxon']['p'])} |"
         )
+    best = evaluation["best_image"]
+    lines += [
+        "",
+        f"## Paired DeLong tests against the best image scenario ({best})",
+        "",
+        "| scenario | ΔAUC | p DeLong | p DeLong (Holm) |",
+        "|---|---|---|---|",
+    ]
+    for scenario in evaluation["order"]:
+        test = evaluation["scenarios"][scenario].get("vs_best_image")
+        if test is None:
+            lines.append(f"| {scenario} (best image scenario) | – | – | – |")
+            continue
+        lines.append(
+            f"| {scenario} | {test['auc_difference']:+.3f} | {_fmt_p(test['p'])} | {_fmt_p(test['p_holm'])} |"
+        )
+    lines += ["", *null_sentences(evaluation)]
+    if sensitivity is not None:
+        lines += [
+            "",
+            "## Sensitivity: other patient rules (not the pre-specified analysis)",
+            "",
+            f"Pooled AUC of every scenario under each rule; the analysis above uses **{cfg['aggregation']}**, "
+            "fixed before the run. Patient-level models (baselines) have one probability and read the same "
+            "under every rule.",
+            "",
+            "| scenario | " + " | ".join(sensitivity.columns) + " |",
+            "|---|" + "---|" * len(sensitivity.columns),
+        ]
+        for scenario, row in sensitivity.iterrows():
+            lines.append(f"| {scenario} | " + " | ".join(_fmt(value) for value in row) + " |")
     lines += ["", "## Method", "", method_note(cfg, reference, n_folds), ""]
     if evaluation["notes"]:
         lines += ["## Notes", ""] + [f"- {note}" for note in evaluation["notes"]] + [""]
@@ -626,11 +758,24 @@ def roc_figure(frame: pd.DataFrame, order: list[str], summary: pd.DataFrame):
     return figure
 
 
+def rule_sensitivity(prediction_files: list[Path], order: list[str]) -> pd.DataFrame:
+    """Pooled AUC of every scenario (rows, in ``order``) under every patient rule (columns)."""
+    columns = {}
+    for rule, column in AGGREGATION_COLUMNS.items():
+        frame = load_predictions(prediction_files, column)
+        columns[rule] = {
+            scenario: float(skm.roc_auc_score(group["label"], group["probability"]))
+            for scenario, group in frame.groupby("scenario")
+        }
+    return pd.DataFrame(columns).loc[order]
+
+
 def run_statistics(prediction_files: list[Path], cfg: dict, out_dir: Path, reference: str = "t1") -> pd.DataFrame:
     """The statistics stage: read every predictions_patients.csv, write the reports, return the summary.
 
     Writes to ``out_dir``: summary.csv (one row per scenario, columns of ``summary_columns``),
-    per_fold.csv, metrics.json (everything, with the configuration used), summary.md, roc.png.
+    per_fold.csv, rule_sensitivity.csv (pooled AUC under every patient rule), metrics.json
+    (everything, with the configuration used), summary.md, roc.png.
     """
     settings = resolve_config(cfg)
     out_dir = Path(out_dir)
@@ -638,6 +783,7 @@ def run_statistics(prediction_files: list[Path], cfg: dict, out_dir: Path, refer
     check_pairing(frame, reference)
     evaluation = evaluate_scenarios(frame, settings, reference)
     summary = summary_table(evaluation, reference)
+    sensitivity = rule_sensitivity(prediction_files, evaluation["order"])
 
     metrics = {
         "config": {**settings, "reference": reference},
@@ -656,13 +802,17 @@ def run_statistics(prediction_files: list[Path], cfg: dict, out_dir: Path, refer
             }
             for scenario, entry in evaluation["scenarios"].items()
         },
+        "best_image": evaluation["best_image"],
+        "null_verdicts": evaluation["null_verdicts"],
+        "rule_sensitivity_auc": sensitivity.to_dict(orient="index"),
         "method": method_note(settings, reference, len(evaluation["folds"])),
         "notes": evaluation["notes"],
     }
     per_fold = evaluation["per_fold"][["scenario", "fold", "n_patients", *METRICS]]
     write_csv(out_dir / "per_fold.csv", per_fold)
     write_json(out_dir / "metrics.json", _finite_or_none(metrics))
-    write_text(out_dir / "summary.md", summary_markdown(evaluation, summary, settings, reference))
+    write_csv(out_dir / "rule_sensitivity.csv", sensitivity.rename_axis("scenario").reset_index())
+    write_text(out_dir / "summary.md", summary_markdown(evaluation, summary, settings, reference, sensitivity))
     save_figure(out_dir / "roc.png", roc_figure(frame, evaluation["order"], summary))
     write_csv(out_dir / "summary.csv", summary)
     return summary

@@ -12,6 +12,7 @@ rule train_classifier:
         # model.pt and checkpoint_latest.pt are written beside these; the predictions last.
         slices=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_slices.csv",
         patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
+        validation=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_validation.csv",
         curve=report(
             f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/curve.png",
             category="Classifier",
@@ -19,6 +20,8 @@ rule train_classifier:
             caption="../report/training_curve.rst",
             labels={"fold": "{fold}", "scenario": "{scenario}"},
         ),
+    wildcard_constraints:
+        scenario=r"(null_)?t\d+",
     log:
         f"{RESULTS}/logs/fold_{{fold}}/train_classifier_{{scenario}}.log",
     benchmark:

@@ -47,14 +47,25 @@ else:
     }
 
 FOLDS = list(range(config["folds"]["k"]))
-SCENARIOS = config["classifier"]["scenarios"]
-SYNTHETIC_SCENARIOS = {"t3", "t5"}
+IMAGE_SCENARIOS = config["classifier"]["scenarios"]
+SYNTHETIC_SCENARIOS = {"t3", "t5", "null_t3", "null_t5"}
+BASELINE_MODELS = config["baselines"]["models"]
+NULL_CONTROL = (
+    [f"null_{config['baselines']['null_control']}"]
+    if config["baselines"]["null_control"]
+    else []
+)
+FUSION_IMAGE = config["baselines"]["fusion"]
+# Every row of the statistics: image scenarios, null control, baselines, fusion.
+SCENARIOS = (
+    IMAGE_SCENARIOS + NULL_CONTROL + BASELINE_MODELS + (["fusion"] if FUSION_IMAGE else [])
+)
 
 
 wildcard_constraints:
     case=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold=r"\d+",
-    scenario=r"t\d+",
+    scenario=r"(null_)?t\d+|volume|radiomics|fusion",
 
 
 def case_inputs(wildcards):

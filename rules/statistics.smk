@@ -17,6 +17,7 @@ rule statistics:
         ),
         markdown=f"{RESULTS}/statistics/summary.md",
         metrics=f"{RESULTS}/statistics/metrics.json",
+        sensitivity=f"{RESULTS}/statistics/rule_sensitivity.csv",
         roc=report(
             f"{RESULTS}/statistics/roc.png",
             category="Scenario comparison",

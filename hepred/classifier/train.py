@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,31 @@ logger = logging.getLogger(__name__)
 
 # scenario -> (augmentation, synthetic data), as numbered in the paper (t4 was not reported).
 SCENARIOS = {"t1": (False, False), "t2": (True, False), "t3": (False, True), "t5": (True, True)}
+# A null control ``null_<scenario>`` trains exactly as its scenario on labels permuted within the
+# fold's training and validation patients and is scored against the true test labels.
+NULL_PREFIX = "null_"
+
+
+def image_scenario(scenario: str) -> str:
+    """The image scenario whose recipe ``scenario`` follows: itself, or the one a null control shadows."""
+    base = scenario.removeprefix(NULL_PREFIX)
+    if base not in SCENARIOS:
+        expected = ", ".join([*SCENARIOS, *(NULL_PREFIX + name for name in SCENARIOS)])
+        raise HepredError(f"unknown scenario {scenario!r}; expected one of {expected}")
+    return base
+
+
+def permuted_labels(labels: dict[str, int], fold: dict, seed: int) -> dict[str, int]:
+    """``labels`` with those of the fold's training and validation patients shuffled among
+    them (seeded); the test patients keep their true labels, against which the null is scored."""
+    permuted = dict(labels)
+    cases = sorted(set(fold["train"]) | set(fold["val"]))
+    missing = [case for case in cases if case not in labels]
+    if missing:
+        raise HepredError("no label for this case in labels.csv", case_id=missing[0])
+    shuffled = np.random.default_rng([seed, 11]).permutation([labels[case] for case in cases])
+    permuted.update(zip(cases, (int(label) for label in shuffled)))
+    return permuted
 
 # Defaults run the bundled demo (S = 128 slices) on a 2-core CPU: a 64 px crop around the
 # lesion lets a randomly initialised EfficientNet-B0 learn in seconds per fold.
@@ -98,6 +123,8 @@ PAPER_PRESET = {
     "weight_ema": 0.0,
     "min_epochs": 1,
 }
+# Logit margin of the calibration search past the most extreme validation logit.
+CALIBRATION_MARGIN = 40.0
 SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
 # Patient probability columns of predictions_patients.csv and how each combines a patient's slices.
 PATIENT_RULES = {"probability": "mean", "probability_max": "max", "probability_middle": "middle"}
@@ -215,7 +242,7 @@ def view_logits(
     are the flips (and quarter turns, with ``rotate90``) it was trained on, whose mean
     steadies a model trained on few patients; otherwise the one plain view.
     """
-    if not (SCENARIOS[scenario][0] and cfg["test_time_augmentation"]):
+    if not (SCENARIOS[image_scenario(scenario)][0] and cfg["test_time_augmentation"]):
         return logits_through_views(model, dataset, cfg, device, [None])
     views = [theta[0] for theta in dihedral_affines(1, bool(cfg["rotate90"]))]
     return logits_through_views(model, dataset, cfg, device, views)
@@ -273,7 +300,11 @@ def prevalence_offsets(items: pd.DataFrame, logits: np.ndarray, prevalence: floa
     def excess(offset: float, rule: str) -> float:
         return float(rule_probabilities(items, logits, offset, rule).mean()) - target
 
-    return {rule: float(brentq(excess, -50.0, 50.0, args=(rule,))) for rule in PATIENT_RULES.values()}
+    # Beyond these offsets every slice probability is below 1e-17 or above 1 - 1e-17, so the
+    # mean crosses any target in between, whatever range the logits span.
+    low = -float(np.max(logits)) - CALIBRATION_MARGIN
+    high = -float(np.min(logits)) + CALIBRATION_MARGIN
+    return {rule: float(brentq(excess, low, high, args=(rule,))) for rule in PATIENT_RULES.values()}
 
 
 def evaluate(
@@ -308,17 +339,18 @@ def build_datasets(
     log: logging.Logger = logger,
 ) -> tuple[SliceDataset, SliceDataset, SliceDataset]:
     """Train (original, plus synthetic for t3/t5), validation and test slice datasets of a fold."""
-    if scenario not in SCENARIOS:
-        raise HepredError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    recipe = image_scenario(scenario)
     train_cases, val_cases, test_cases = list(fold["train"]), list(fold["val"]), list(fold["test"])
     overlap = (set(train_cases) & set(val_cases + test_cases)) | (set(val_cases) & set(test_cases))
     if overlap:
         raise HepredError(f"fold lists case(s) in more than one of train/val/test: {', '.join(sorted(overlap))}")
     train_sources = original_sources(train_cases, labels, preprocess_dir)
-    if SCENARIOS[scenario][1]:
+    if SCENARIOS[recipe][1]:
         if synthetic_manifest is None:
             raise HepredError(f"scenario {scenario} needs the fold's synthetic manifest")
-        train_sources += synthetic_sources(Path(synthetic_manifest), train_cases, val_cases + test_cases)
+        synthetic = synthetic_sources(Path(synthetic_manifest), train_cases, val_cases + test_cases)
+        # A synthetic version carries its source's label from ``labels``: the permuted one for a null.
+        train_sources += [replace(source, label=int(labels[source.source_case])) for source in synthetic]
     threshold, crop = int(cfg["min_lesion_pixels"]), int(cfg["crop"])
     datasets = []
     for sources, is_training in (
@@ -495,11 +527,19 @@ def score_test_cases(
     logits = view_logits(model, test_set, cfg, device, scenario)
     slices["probability"] = probabilities(logits, offsets["mean"]).astype(np.float32)
     slices["fold"], slices["scenario"] = fold_index, scenario
-    patients = patient_table(slices, logits, offsets).merge(
-        slices.groupby("case_id", as_index=False)["label"].first(), on="case_id"
+    return slices[SLICE_COLUMNS], scored_patients(test_set, logits, offsets, fold_index, scenario)
+
+
+def scored_patients(
+    dataset: SliceDataset, logits: np.ndarray, offsets: dict[str, float], fold_index: int, scenario: str
+) -> pd.DataFrame:
+    """The patient table (``PATIENT_COLUMNS``) of ``dataset``'s cases from their [V, N] slice logits."""
+    items = dataset.item_table()
+    patients = patient_table(items, logits, offsets).merge(
+        items.groupby("case_id", as_index=False)["label"].first(), on="case_id"
     )
     patients["fold"], patients["scenario"] = fold_index, scenario
-    return slices[SLICE_COLUMNS], patients[PATIENT_COLUMNS]
+    return patients[PATIENT_COLUMNS]
 
 
 def train_classifier(
@@ -535,6 +575,10 @@ def train_classifier(
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
 
+    recipe = image_scenario(scenario)
+    if recipe != scenario:
+        labels = permuted_labels(labels, fold, seed)
+        log.info("null control: %s's training on labels permuted within the training and validation patients", recipe)
     train_set, val_set, test_set = build_datasets(
         fold, scenario, labels, Path(preprocess_dir), synthetic_manifest, cfg, windows, log
     )
@@ -577,7 +621,7 @@ def train_classifier(
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         train_loss, seen = train_epoch(
-            learner, train_loader, cfg, torch_device, seed, epoch, augment=SCENARIOS[scenario][0]
+            learner, train_loader, cfg, torch_device, seed, epoch, augment=SCENARIOS[recipe][0]
         )
         train_seconds = time.perf_counter() - started
         val_loss, val_auc, _ = evaluate(learner.scored, val_set, cfg, torch_device)
@@ -602,10 +646,10 @@ def train_classifier(
         raise HepredError(f"fold {fold_index} {scenario}: validation loss was never finite (training diverged)")
     model.load_state_dict(state["best_state"])
     offsets = dict.fromkeys(PATIENT_RULES.values(), 0.0)
+    val_logits = view_logits(model, val_set, cfg, torch_device, scenario)
     if cfg["calibration"] == "prevalence":
         trained_on = {item.source for item in train_set.items}
         prevalence = float(np.mean([train_set.sources[source].label for source in trained_on]))
-        val_logits = view_logits(model, val_set, cfg, torch_device, scenario)
         offsets = prevalence_offsets(val_set.item_table(), val_logits, prevalence)
         log.info(
             "calibration: logit offsets %s bring the validation patients to the training prevalence %.3f",
@@ -630,6 +674,8 @@ def train_classifier(
     )
     save_curve(out_dir, state["curve"], state["best_epoch"])
     slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offsets)
+    # The validation patients' calibrated scores: what a fusion may learn the image model's scale from.
+    io.write_csv(out_dir / "predictions_validation.csv", scored_patients(val_set, val_logits, offsets, fold_index, scenario))
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
     log.info(

@@ -259,7 +259,7 @@ def test_wilcoxon_nan_when_all_differences_zero_and_drops_nan_folds():
 
 
 EXPECTED_COLUMNS = [
-    "scenario", "n_patients", "auc", "auc_ci_low", "auc_ci_high",
+    "scenario", "kind", "n_patients", "auc", "auc_ci_low", "auc_ci_high",
     "accuracy", "f1", "sensitivity", "specificity", "balanced_accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "f1_ci_low", "f1_ci_high",
     "sensitivity_ci_low", "sensitivity_ci_high", "specificity_ci_low", "specificity_ci_high",
@@ -267,20 +267,23 @@ EXPECTED_COLUMNS = [
     "auc_fold_mean", "auc_fold_sd", "accuracy_fold_mean", "accuracy_fold_sd", "f1_fold_mean", "f1_fold_sd",
     "sensitivity_fold_mean", "sensitivity_fold_sd", "specificity_fold_mean", "specificity_fold_sd",
     "balanced_accuracy_fold_mean", "balanced_accuracy_fold_sd",
-    "p_delong_vs_t1", "p_mcnemar_vs_t1", "p_wilcoxon_vs_t1",
+    "p_delong_vs_t1", "p_delong_vs_t1_holm", "p_mcnemar_vs_t1", "p_wilcoxon_vs_t1",
+    "p_delong_vs_best_image", "p_delong_vs_best_image_holm",
 ]  # fmt: skip
 
 CONFIG = {"aggregation": "mean", "threshold": 0.5, "bootstrap": 200, "seed": 7, "ci": 0.95}
 
 
-def write_predictions(root: Path, scenarios=("t1", "t3", "t5"), n=30, k=5, seed=0) -> list[Path]:
-    """Made-up out-of-fold predictions: later scenarios separate the classes better."""
+def write_predictions(root: Path, scenarios=("t1", "t3", "t5"), n=30, k=5, seed=0, strengths=None) -> list[Path]:
+    """Made-up out-of-fold predictions: later scenarios separate the classes better (or as
+    ``strengths`` says, one per scenario)."""
     rng = np.random.default_rng(seed)
     labels = np.r_[np.ones(n // 3, int), np.zeros(n - n // 3, int)]
     folds = np.arange(n) % k
     files = []
     for index, scenario in enumerate(scenarios):
-        probability = 1 / (1 + np.exp(-((0.5 + index) * (2 * labels - 1) + rng.normal(size=n))))
+        strength = 0.5 + index if strengths is None else strengths[index]
+        probability = 1 / (1 + np.exp(-(strength * (2 * labels - 1) + rng.normal(size=n))))
         for fold in range(k):
             rows = folds == fold
             frame = pd.DataFrame(
@@ -486,5 +489,66 @@ def test_refuses_missing_reference_and_bad_config(tmp_path):
 def test_reference_name_sets_p_columns(tmp_path):
     files = write_predictions(tmp_path, scenarios=("t2", "t3"))
     summary = stats.run_statistics(files, CONFIG, tmp_path / "out", reference="t2")
-    assert list(summary.columns[-3:]) == ["p_delong_vs_t2", "p_mcnemar_vs_t2", "p_wilcoxon_vs_t2"]
+    assert list(summary.columns[-6:-2]) == ["p_delong_vs_t2", "p_delong_vs_t2_holm", "p_mcnemar_vs_t2", "p_wilcoxon_vs_t2"]
     assert list(summary["scenario"]) == ["t2", "t3"]
+
+
+def test_holm_adjust_matches_the_step_down_rule():
+    adjusted = stats.holm_adjust({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan})
+    # Sorted 0.01, 0.03, 0.04 over a family of 3: 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04).
+    assert adjusted["a"] == pytest.approx(0.03)
+    assert adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06)
+    assert math.isnan(adjusted["d"])
+    assert stats.holm_adjust({"a": 0.6, "b": 0.7}) == {"a": 1.0, "b": 1.0}
+
+
+def test_wilcoxon_is_exact_when_fold_differences_tie():
+    reference = pd.Series([0.5, 0.5, 0.5, 0.5, 0.5])
+    other = pd.Series([0.6, 0.6, 0.6, 0.4, 0.7])  # differences 0.1, 0.1, 0.1, -0.1, 0.2: tied ranks
+    result = stats.wilcoxon_folds(other, reference)
+    # Midranks 2.5, 2.5, 2.5, 2.5, 5: W- = 2.5. Of the 32 equally likely sign flips, 5 give
+    # W- <= 2.5 (no negative rank, or one of the tied four) and 5 give W+ <= 2.5: p = 10/32.
+    # The normal approximation that ties would otherwise fall back to gives another value.
+    assert result["p"] == pytest.approx(10 / 32)
+    assert scipy_stats.wilcoxon(other, reference, method="asymptotic").pvalue != pytest.approx(10 / 32)
+
+
+def test_rows_of_every_kind_are_ordered_compared_and_judged(tmp_path):
+    files = write_predictions(
+        tmp_path,
+        scenarios=("null_t2", "volume", "t1", "t2", "fusion", "radiomics"),
+        n=60,
+        strengths=(0.0, 0.3, 0.4, 0.8, 1.0, 1.2),
+    )
+    out = tmp_path / "out"
+    summary = stats.run_statistics(files, CONFIG, out)
+    assert list(summary["scenario"]) == ["t1", "t2", "fusion", "radiomics", "volume", "null_t2"]
+    assert dict(zip(summary["scenario"], summary["kind"]))["null_t2"] == "null"
+    assert dict(zip(summary["scenario"], summary["kind"]))["radiomics"] == "baseline"
+    # t2 separates better than t1: the best image scenario.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_image"] == "t2"
+    best_row = summary.set_index("scenario").loc["t2"]
+    assert math.isnan(best_row["p_delong_vs_best_image"])
+    others = summary[summary["scenario"] != "t2"]
+    assert (others["p_delong_vs_best_image_holm"] >= others["p_delong_vs_best_image"]).all()
+    assert (summary["p_delong_vs_t1_holm"].dropna() >= summary["p_delong_vs_t1"].dropna()).all()
+    # Radiomics is the best model overall; the null control (no signal) is far below it.
+    learned = summary[summary["kind"] != "null"].set_index("scenario")["auc"]
+    verdict = metrics["null_verdicts"][0]
+    assert (verdict["best"], verdict["null"], verdict["beats_null"]) == (learned.idxmax(), "null_t2", True)
+    markdown = (out / "summary.md").read_text()
+    assert f"{learned.idxmax()} (AUC" in markdown and "beats the null control null_t2" in markdown
+    assert "## Sensitivity: other patient rules (not the pre-specified analysis)" in markdown
+    sensitivity = pd.read_csv(out / "rule_sensitivity.csv").set_index("scenario")
+    assert list(sensitivity.columns) == ["mean", "max", "middle"]
+    assert sensitivity.loc["t1", "mean"] == pytest.approx(summary.set_index("scenario").loc["t1", "auc"])
+
+
+def test_a_best_model_that_does_not_beat_the_null_is_said_so(tmp_path):
+    files = write_predictions(tmp_path, scenarios=("t1", "null_t1"), strengths=(0.2, 0.2))
+    stats.run_statistics(files, CONFIG, tmp_path / "out")
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert "The best model, null_t1" not in markdown
+    assert "The best model, t1" in markdown and "does **not** beat the null control null_t1" in markdown

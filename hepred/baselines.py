@@ -1,0 +1,259 @@
+"""Reference models reported beside the image scenarios, on the same folds: lesion volume, a
+radiomics model, and the fusion of the radiomics model with an image scenario.
+
+A reviewer's first questions about a deep model are whether it beats what needs no deep
+learning (lesion volume, radiomics) and whether it beats itself trained on noise (the null
+control, ``hepred.classifier.train.permuted_labels``). These models answer the first; they
+write the same ``predictions_patients.csv`` as the image scenarios so the statistics stage,
+its paired tests and the report treat every row alike.
+
+Each is fitted on the fold's training and validation patients (no early stopping needs the
+validation patients here) and scores the fold's test patients, which it never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import PowerTransformer, StandardScaler
+
+from hepred import io
+from hepred.classifier.train import PATIENT_COLUMNS, PATIENT_RULES
+from hepred.errors import HepredError
+from hepred.radiomics import VOLUME_FEATURE
+
+logger = logging.getLogger(__name__)
+
+BASELINE_MODELS = ("volume", "radiomics")
+FUSION = "fusion"
+# The penalties LogisticRegressionCV chooses from (inverse L2 strength), strongest first.
+PENALTY_GRID = np.logspace(-4, 2, 13)
+# Probabilities are clipped this far from 0 and 1 before taking logits (an overconfident
+# image model writes exact 0s and 1s).
+PROBABILITY_EPSILON = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# the feature table
+
+
+def read_feature_table(paths: list[Path]) -> pd.DataFrame:
+    """Every case's feature row, indexed by case_id."""
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pd.read_csv(path, dtype={"case_id": str}))
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise HepredError(f"cannot read features: {str(error).splitlines()[0]}", path=path) from None
+    table = pd.concat(frames, ignore_index=True).set_index("case_id")
+    if table.index.duplicated().any():
+        raise HepredError("appears in more than one feature file", case_id=table.index[table.index.duplicated()][0])
+    return table
+
+
+def model_features(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The columns ``model`` is fitted on: log volume (mL) alone, or every radiomics feature."""
+    if model == "volume":
+        return pd.DataFrame({"log_volume_ml": np.log(table[VOLUME_FEATURE] / 1000.0)}, index=table.index)
+    if model == "radiomics":
+        return table.astype(float)
+    raise HepredError(f"unknown baseline model {model!r}; expected one of {', '.join(BASELINE_MODELS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the patient-level models
+
+
+def build_estimator(model: str, inner_folds: int, seed: int):
+    """Volume: plain logistic regression. Radiomics: features made near-normal (Yeo-Johnson) and
+    standardised, then L2-penalised logistic regression whose penalty is chosen by stratified
+    inner cross-validation (AUC) on the patients it is fitted on."""
+    if model == "volume":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    inner = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
+    return make_pipeline(
+        PowerTransformer(method="yeo-johnson", standardize=True),
+        LogisticRegressionCV(Cs=PENALTY_GRID, cv=inner, scoring="roc_auc", max_iter=5000),
+    )
+
+
+def informative_columns(features: pd.DataFrame) -> list[str]:
+    """Columns that vary among the patients a model is fitted on (a constant one carries nothing)."""
+    spread = features.std(axis=0, ddof=0)
+    return [column for column in features.columns if np.isfinite(spread[column]) and spread[column] > 0]
+
+
+def fit_baseline(
+    model: str, features: pd.DataFrame, labels: dict[str, int], fitted_on: list[str], inner_folds: int, seed: int
+) -> dict:
+    """The fitted model of one fold: estimator, the columns it uses and the patients it saw."""
+    missing = [case for case in fitted_on if case not in features.index]
+    if missing:
+        raise HepredError("no radiomics features for this case", case_id=missing[0])
+    table = model_features(features, model).loc[fitted_on]
+    bad = ~np.isfinite(table.to_numpy()).all(axis=1)
+    if bad.any():
+        raise HepredError("a feature is not finite", case_id=table.index[bad.argmax()])
+    columns = informative_columns(table)
+    if not columns:
+        raise HepredError(f"{model}: no feature varies among the fold's training patients")
+    targets = np.array([labels[case] for case in fitted_on])
+    positives = int(targets.sum())
+    folds = min(inner_folds, positives, len(targets) - positives)
+    if len(set(targets)) < 2 or (model == "radiomics" and folds < 2):
+        raise HepredError(f"{model}: the fold's training patients need at least 2 of each class")
+    estimator = build_estimator(model, folds, seed)
+    estimator.fit(table[columns].to_numpy(), targets)
+    return {"model": model, "estimator": estimator, "columns": columns, "fitted_on": sorted(fitted_on)}
+
+
+def baseline_logits(fitted: dict, features: pd.DataFrame, cases: list[str]) -> np.ndarray:
+    table = model_features(features, fitted["model"]).loc[cases, fitted["columns"]]
+    return fitted["estimator"].decision_function(table.to_numpy())
+
+
+def chosen_penalty(fitted: dict) -> float | None:
+    final = fitted["estimator"][-1]
+    return float(final.C_[0]) if hasattr(final, "C_") else None
+
+
+def patient_predictions(
+    cases: list[str], probability: np.ndarray, labels: dict[str, int], fold_index: int, scenario: str,
+    n_slices: pd.Series | None = None, by_rule: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """``predictions_patients.csv`` rows: a patient-level model has one probability, written in
+    every patient-rule column so the statistics read it under any rule."""
+    frame = pd.DataFrame({"case_id": cases, "fold": fold_index, "scenario": scenario})
+    frame["label"] = [int(labels[case]) for case in cases]
+    frame["n_slices"] = 0 if n_slices is None else n_slices.loc[cases].to_numpy()
+    for column in PATIENT_RULES:
+        frame[column] = probability if by_rule is None else by_rule[column]
+    return frame[PATIENT_COLUMNS]
+
+
+def train_baseline(
+    model: str,
+    fold_index: int,
+    fold: dict,
+    labels: dict[str, int],
+    feature_files: list[Path],
+    settings: dict,
+    out_dir: Path,
+    seed: int,
+    log: logging.Logger = logger,
+) -> pd.DataFrame:
+    """Fit ``model`` on the fold's training + validation patients, score its test patients;
+    writes ``model.pkl`` and then ``predictions_patients.csv`` into ``out_dir``."""
+    features = read_feature_table(feature_files)
+    fitted_on = list(fold["train"]) + list(fold["val"])
+    fitted = fit_baseline(model, features, labels, fitted_on, int(settings["inner_folds"]), seed)
+    test = sorted(fold["test"])
+    probability = expit(baseline_logits(fitted, features, test))
+    penalty = chosen_penalty(fitted)
+    log.info(
+        "fold %d %s: %d feature(s), fitted on %d patients%s; %d test patients scored",
+        fold_index,
+        model,
+        len(fitted["columns"]),
+        len(fitted_on),
+        "" if penalty is None else f", inner-CV penalty C = {penalty:.3g}",
+        len(test),
+    )
+    out_dir = Path(out_dir)
+    with io.atomic_path(out_dir / "model.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps({**fitted, "fold": fold_index, "seed": seed, "settings": dict(settings)}))
+    predictions = patient_predictions(test, probability, labels, fold_index, model)
+    io.write_csv(out_dir / "predictions_patients.csv", predictions)
+    return predictions
+
+
+def load_baseline(path: Path) -> dict:
+    try:
+        return pickle.loads(Path(path).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError) as error:
+        raise HepredError(f"cannot read baseline model: {error}", path=path) from None
+
+
+# --------------------------------------------------------------------------------------------
+# fusion of the radiomics model with an image scenario
+
+
+def _logits(probability: np.ndarray) -> np.ndarray:
+    return logit(np.clip(np.asarray(probability, dtype=np.float64), PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON))
+
+
+def _read_patients(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"case_id": str}).set_index("case_id")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise HepredError(f"cannot read predictions: {str(error).splitlines()[0]}", path=path) from None
+
+
+def fuse_logits(image_test: np.ndarray, image_val: np.ndarray, radiomics_reference: np.ndarray,
+                radiomics_test: np.ndarray) -> np.ndarray:
+    """The mean of the radiomics logit and the image logit brought to the radiomics logit's
+    scale: standardised by the image model's validation patients, then given the mean and SD
+    of the radiomics logits of the patients that model was fitted on. No label is used, so
+    the two models weigh equally, as fixed before any result was seen."""
+    image_sd = float(np.std(image_val))
+    if not math.isfinite(image_sd) or image_sd == 0:
+        image_sd = 1.0
+    z_image = (image_test - float(np.mean(image_val))) / image_sd
+    on_radiomics_scale = float(np.mean(radiomics_reference)) + float(np.std(radiomics_reference)) * z_image
+    return 0.5 * (radiomics_test + on_radiomics_scale)
+
+
+def train_fusion(
+    fold_index: int,
+    fold: dict,
+    labels: dict[str, int],
+    feature_files: list[Path],
+    radiomics_model: Path,
+    image_test: Path,
+    image_validation: Path,
+    out_dir: Path,
+    log: logging.Logger = logger,
+) -> pd.DataFrame:
+    """Fuse fold ``fold_index``'s radiomics model with its image model, per patient rule."""
+    features = read_feature_table(feature_files)
+    fitted = load_baseline(radiomics_model)
+    test = sorted(fold["test"])
+    image_test_rows, image_val_rows = _read_patients(image_test), _read_patients(image_validation)
+    absent = sorted(set(test) - set(image_test_rows.index))
+    if absent:
+        raise HepredError("test patient missing from the image model's predictions", case_id=absent[0], path=image_test)
+    radiomics_reference = baseline_logits(fitted, features, fitted["fitted_on"])
+    radiomics_test = baseline_logits(fitted, features, test)
+    by_rule = {
+        column: expit(
+            fuse_logits(
+                _logits(image_test_rows.loc[test, column]),
+                _logits(image_val_rows[column]),
+                radiomics_reference,
+                radiomics_test,
+            )
+        )
+        for column in PATIENT_RULES
+    }
+    log.info(
+        "fold %d fusion: radiomics (%d features) with %s on its %d validation patients' scale; %d test patients",
+        fold_index,
+        len(fitted["columns"]),
+        image_test.parent.name,
+        len(image_val_rows),
+        len(test),
+    )
+    predictions = patient_predictions(
+        test, by_rule["probability"], labels, fold_index, FUSION, image_test_rows["n_slices"], by_rule
+    )
+    io.write_csv(Path(out_dir) / "predictions_patients.csv", predictions)
+    return predictions

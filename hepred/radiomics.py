@@ -1,0 +1,62 @@
+"""Radiomics features of a case's baseline CT inside its lesion mask (pyradiomics), per case.
+
+Kept apart from the models (``hepred.baselines``) so that the per-case feature job imports
+neither torch nor the classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import SimpleITK as sitk
+
+from hepred.errors import HepredError
+
+# pyradiomics' feature classes (IBSI-standard definitions): intensity, shape and texture.
+FEATURE_CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+VOLUME_FEATURE = "original_shape_VoxelVolume"  # mm³
+
+
+def radiomics_features(ct_path: Path, lesion_path: Path, case_id: str, settings: dict) -> pd.DataFrame:
+    """pyradiomics features of the CT (HU) inside the lesion mask, on the CT's own grid, as one row.
+
+    The CT is used at its native resolution: the markers of expansion (hypodense islands, the
+    blend sign's edge, lobulation) are millimetres wide and would blur in the training cache.
+    """
+    from radiomics import featureextractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    ct = _read_image(ct_path, case_id)
+    lesion = _read_image(lesion_path, case_id)
+    mask = sitk.Cast(lesion > 0, sitk.sitkUInt8)
+    voxels = int(sitk.GetArrayViewFromImage(mask).sum())
+    if voxels == 0:
+        raise HepredError("lesion mask is empty: no radiomics features", case_id=case_id, path=lesion_path)
+    extractor = featureextractor.RadiomicsFeatureExtractor(
+        binWidth=float(settings["bin_width"]),
+        force2D=bool(settings["force_2d"]),
+        force2Ddimension=0,
+        label=1,
+        additionalInfo=False,
+    )
+    extractor.disableAllFeatures()
+    extractor.enableFeatureClassByName("firstorder")
+    for name in FEATURE_CLASSES[1:]:
+        extractor.enableFeatureClassByName(name)
+    try:
+        values = extractor.execute(sitk.Cast(ct, sitk.sitkFloat32), mask)
+    except (ValueError, RuntimeError) as error:
+        raise HepredError(
+            f"radiomics features failed: {str(error).splitlines()[0]}", case_id=case_id, path=lesion_path
+        ) from None
+    row = {name: float(value) for name, value in values.items() if not name.startswith("diagnostics")}
+    return pd.DataFrame([{"case_id": case_id, **row}])
+
+
+def _read_image(path: Path, case_id: str) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise HepredError(f"cannot read image: {str(error).splitlines()[0]}", case_id=case_id, path=path) from None

@@ -1,0 +1,68 @@
+# Reference models beside the image scenarios, on the same folds: lesion volume, radiomics,
+# and the fusion of radiomics with an image scenario (the null control is a train_classifier job).
+
+
+rule radiomics_features:
+    input:
+        ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
+        lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+    output:
+        f"{RESULTS}/radiomics/{{case}}/features.csv",
+    log:
+        f"{RESULTS}/logs/radiomics/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/radiomics/{{case}}.tsv"
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    params:
+        radiomics=config["baselines"]["radiomics"],
+    script:
+        "../workflow_scripts/radiomics_features.py"
+
+
+rule train_baseline:
+    input:
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+        features=expand(f"{RESULTS}/radiomics/{{case}}/features.csv", case=CASES),
+    output:
+        model=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/model.pkl",
+        patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
+    wildcard_constraints:
+        scenario="|".join(BASELINE_MODELS),
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/train_baseline_{{scenario}}.log",
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        settings=config["baselines"]["radiomics"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_baseline.py"
+
+
+rule fusion:
+    input:
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+        features=expand(f"{RESULTS}/radiomics/{{case}}/features.csv", case=CASES),
+        radiomics_model=f"{RESULTS}/fold_{{fold}}/classifier/radiomics/model.pkl",
+        image_test=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_patients.csv",
+        image_validation=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_validation.csv",
+    output:
+        f"{RESULTS}/fold_{{fold}}/classifier/fusion/predictions_patients.csv",
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/fusion.log",
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/fusion.py"
