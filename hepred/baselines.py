@@ -76,13 +76,23 @@ def model_features(table: pd.DataFrame, model: str) -> pd.DataFrame:
 def build_estimator(model: str, inner_folds: int, seed: int):
     """Volume: plain logistic regression. Radiomics: features made near-normal (Yeo-Johnson) and
     standardised, then L2-penalised logistic regression whose penalty is chosen by stratified
-    inner cross-validation (AUC) on the patients it is fitted on."""
+    inner cross-validation on the patients it is fitted on. The inner score is the log loss,
+    a proper scoring rule: AUC ignores the scale of the logits and so keeps the strongest
+    penalty, whose probabilities all sit at the prevalence and make the fixed threshold
+    meaningless."""
     if model == "volume":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     inner = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
     return make_pipeline(
         PowerTransformer(method="yeo-johnson", standardize=True),
-        LogisticRegressionCV(Cs=PENALTY_GRID, cv=inner, scoring="roc_auc", max_iter=5000),
+        LogisticRegressionCV(
+            Cs=PENALTY_GRID,
+            l1_ratios=(0.0,),
+            cv=inner,
+            scoring="neg_log_loss",
+            max_iter=5000,
+            use_legacy_attributes=False,
+        ),
     )
 
 
@@ -123,7 +133,7 @@ def baseline_logits(fitted: dict, features: pd.DataFrame, cases: list[str]) -> n
 
 def chosen_penalty(fitted: dict) -> float | None:
     final = fitted["estimator"][-1]
-    return float(final.C_[0]) if hasattr(final, "C_") else None
+    return float(final.C_) if hasattr(final, "C_") else None
 
 
 def patient_predictions(

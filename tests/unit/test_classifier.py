@@ -34,7 +34,9 @@ from hepred.classifier.train import (
     build_datasets,
     classifier_settings,
     combine_slices,
+    image_scenario,
     patient_table,
+    permuted_labels,
     prevalence_offsets,
     record_epoch,
     slice_logits,
@@ -400,3 +402,47 @@ def test_prevalence_offsets_match_each_rule_and_keep_the_ranking():
     middle = combine_slices(items.assign(p=logits[0]), "p", "middle")
     assert middle.to_dict() == {"a": 0.5, "b": 2.0}
     assert table.loc["b", "probability_middle"] > table.loc["a", "probability_middle"]
+
+
+@pytest.mark.parametrize("spread", [1.0, 107.0, 200.0])
+def test_calibration_finds_its_offset_whatever_range_the_logits_span(spread):
+    # Validation logits up to +107 once made the search over [-50, 50] fail and no statistics
+    # were written for the whole run; +-200 lies well outside any range seen.
+    items = pd.DataFrame({"case_id": ["a", "a", "b", "b", "c"], "slice": [0, 1, 0, 1, 0]})
+    logits = np.array([[spread, spread * 0.9, spread * 0.8, -spread, spread * 0.5]])
+    offsets = prevalence_offsets(items, logits, 0.3)
+    table = patient_table(items, logits, offsets)
+    for column in ("probability", "probability_max", "probability_middle"):
+        assert table[column].mean() == pytest.approx(0.3, abs=1e-6)
+
+
+def test_null_labels_are_a_seeded_permutation_of_training_and_validation_only():
+    labels = {f"p{i}": int(i < 6) for i in range(20)}
+    fold = {"train": [f"p{i}" for i in range(12)], "val": [f"p{i}" for i in range(12, 16)],
+            "test": [f"p{i}" for i in range(16, 20)]}
+    permuted = permuted_labels(labels, fold, seed=5)
+    fitted_on = fold["train"] + fold["val"]
+    assert sorted(permuted[c] for c in fitted_on) == sorted(labels[c] for c in fitted_on)
+    assert any(permuted[c] != labels[c] for c in fitted_on)
+    assert all(permuted[c] == labels[c] for c in fold["test"])
+    assert permuted == permuted_labels(labels, fold, seed=5)
+    assert permuted != permuted_labels(labels, fold, seed=6)
+    assert image_scenario("null_t5") == "t5" and image_scenario("t2") == "t2"
+    with pytest.raises(HepredError, match="unknown scenario 'null_t4'"):
+        image_scenario("null_t4")
+
+
+def test_null_control_trains_on_permuted_labels_and_is_scored_on_the_true_ones(cohort, caplog):
+    caplog.set_level(logging.INFO)
+    null = train(cohort, "null", scenario="null_t3")
+    real = train(cohort, "real", scenario="t3")
+    assert "labels permuted" in caplog.text
+    patients = pd.read_csv(null / "predictions_patients.csv")
+    assert list(patients["label"]) == [LABELS[c] for c in FOLD["test"]]
+    assert (patients["scenario"] == "null_t3").all()
+    # Its validation table carries the labels it was trained on: permuted, not the true ones.
+    permuted = permuted_labels(LABELS, FOLD, seed=3)
+    validation = pd.read_csv(null / "predictions_validation.csv")
+    assert list(validation.columns) == PATIENT_COLUMNS
+    assert dict(zip(validation["case_id"], validation["label"])) == {c: permuted[c] for c in FOLD["val"]}
+    assert (null / "predictions_slices.csv").read_text() != (real / "predictions_slices.csv").read_text()

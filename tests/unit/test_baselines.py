@@ -1,0 +1,185 @@
+"""Baselines beside the image scenarios: radiomics features, volume and radiomics models, fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy.special import expit, logit
+from sklearn.metrics import roc_auc_score
+
+from hepred.baselines import (
+    PENALTY_GRID,
+    baseline_logits,
+    fit_baseline,
+    fuse_logits,
+    load_baseline,
+    train_baseline,
+    train_fusion,
+)
+from hepred.classifier.train import PATIENT_COLUMNS, PATIENT_RULES
+from hepred.errors import HepredError
+from hepred.radiomics import VOLUME_FEATURE, radiomics_features
+
+SETTINGS = {"bin_width": 5.0, "force_2d": True, "inner_folds": 3}
+SPACING = (0.5, 0.5, 5.0)
+
+
+def write_case(folder: Path, radius_mm: float, hypodense: bool, seed: int) -> tuple[Path, Path]:
+    """A CT in HU with a spherical hematoma (60 HU, or with a 35 HU core) and its mask."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:10, 0:64, 0:64]
+    distance = np.sqrt(((x - 32) * SPACING[0]) ** 2 + ((y - 32) * SPACING[1]) ** 2 + ((z - 5) * SPACING[2]) ** 2)
+    hu = rng.normal(35, 3, z.shape)
+    lesion = distance <= radius_mm
+    hu[lesion] = rng.normal(60, 3, int(lesion.sum()))
+    if hypodense:
+        hu[distance <= radius_mm / 2] = 35
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ct.nii.gz", folder / "lesion.nii.gz"
+    for array, path in ((hu.astype(np.int16), paths[0]), (lesion.astype(np.uint8), paths[1])):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(SPACING)
+        sitk.WriteImage(image, str(path))
+    return paths
+
+
+def test_radiomics_features_of_a_lesion_on_the_native_grid(tmp_path):
+    ct, lesion = write_case(tmp_path / "a", radius_mm=8.0, hypodense=True, seed=0)
+    row = radiomics_features(ct, lesion, "a", SETTINGS)
+    assert row["case_id"].tolist() == ["a"]
+    values = row.drop(columns="case_id").iloc[0]
+    assert np.isfinite(values.to_numpy(float)).all()
+    voxels = int(sitk.GetArrayFromImage(sitk.ReadImage(str(lesion))).sum())
+    assert values[VOLUME_FEATURE] == pytest.approx(voxels * np.prod(SPACING))
+    assert {"original_firstorder_Mean", "original_glcm_Contrast", "original_shape_Sphericity"} <= set(values.index)
+    # The hypodense core lowers the lesion's 10th percentile to the core's 35 HU.
+    assert values["original_firstorder_10Percentile"] < 45
+
+
+def test_an_empty_lesion_is_one_line_naming_case_and_file(tmp_path):
+    ct, lesion = write_case(tmp_path / "e", radius_mm=-1.0, hypodense=False, seed=0)
+    with pytest.raises(HepredError, match=r"case e: .*lesion.nii.gz: lesion mask is empty"):
+        radiomics_features(ct, lesion, "e", SETTINGS)
+
+
+def feature_table(n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Made-up features: the label follows log volume and one texture feature, plus a constant column."""
+    rng = np.random.default_rng(seed)
+    cases = [f"p{i:03d}" for i in range(n)]
+    log_volume = rng.normal(3, 0.8, n)
+    texture = rng.normal(0, 1, n)
+    labels = (log_volume - 3 + texture + rng.normal(0, 0.7, n) > 0.3).astype(int)
+    table = pd.DataFrame(
+        {
+            VOLUME_FEATURE: np.exp(log_volume) * 1000,
+            "original_glcm_Contrast": texture,
+            "original_firstorder_Noise": rng.normal(0, 1, n),
+            "constant": 1.0,
+        },
+        index=pd.Index(cases, name="case_id"),
+    )
+    return table, dict(zip(cases, labels.tolist()))
+
+
+def write_feature_files(folder: Path, table: pd.DataFrame) -> list[Path]:
+    paths = []
+    for case, row in table.iterrows():
+        path = folder / case / "features.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([{"case_id": case, **row.to_dict()}]).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_volume_and_radiomics_models_learn_from_the_fitted_patients_only():
+    table, labels = feature_table(n=200)
+    cases = list(table.index)
+    fitted_on, held_out = cases[:140], cases[140:]
+    volume = fit_baseline("volume", table, labels, fitted_on, inner_folds=3, seed=0)
+    radiomics = fit_baseline("radiomics", table, labels, fitted_on, inner_folds=3, seed=0)
+    assert volume["columns"] == ["log_volume_ml"]
+    assert "constant" not in radiomics["columns"] and len(radiomics["columns"]) == 3
+    assert radiomics["fitted_on"] == sorted(fitted_on)
+    assert radiomics["estimator"][-1].C_ in PENALTY_GRID
+    truth = [labels[c] for c in held_out]
+    assert roc_auc_score(truth, baseline_logits(volume, table, held_out)) > 0.6
+    assert roc_auc_score(truth, baseline_logits(radiomics, table, held_out)) > roc_auc_score(
+        truth, baseline_logits(volume, table, held_out)
+    )
+    # Changing a held-out patient's label changes nothing: the models never saw it.
+    relabelled = {**labels, held_out[0]: 1 - labels[held_out[0]]}
+    again = fit_baseline("radiomics", table, relabelled, fitted_on, inner_folds=3, seed=0)
+    assert np.array_equal(baseline_logits(again, table, held_out), baseline_logits(radiomics, table, held_out))
+
+
+def test_a_missing_feature_row_names_the_case():
+    table, labels = feature_table()
+    with pytest.raises(HepredError, match="case ghost: no radiomics features"):
+        fit_baseline("radiomics", table, labels, list(table.index[:30]) + ["ghost"], inner_folds=3, seed=0)
+
+
+def test_baseline_predictions_read_the_same_under_every_patient_rule(tmp_path):
+    table, labels = feature_table()
+    cases = list(table.index)
+    fold = {"train": cases[:36], "val": cases[36:48], "test": cases[48:]}
+    out = tmp_path / "fold_0" / "classifier" / "radiomics"
+    train_baseline("radiomics", 0, fold, labels, write_feature_files(tmp_path / "features", table), SETTINGS, out, 0)
+    patients = pd.read_csv(out / "predictions_patients.csv")
+    assert list(patients.columns) == PATIENT_COLUMNS
+    assert sorted(patients["case_id"]) == sorted(fold["test"])
+    assert patients["label"].tolist() == [labels[c] for c in patients["case_id"]]
+    assert (patients["scenario"] == "radiomics").all()
+    for column in PATIENT_RULES:
+        assert patients[column].tolist() == patients["probability"].tolist()
+    assert load_baseline(out / "model.pkl")["fitted_on"] == sorted(fold["train"] + fold["val"])
+
+
+def test_fusion_averages_radiomics_with_the_image_logit_on_the_radiomics_scale():
+    image_val = np.array([-10.0, 0.0, 10.0, 20.0])  # mean 5, SD sqrt(125)
+    radiomics_reference = np.array([-2.0, 0.0, 2.0])  # mean 0, SD sqrt(8/3)
+    image_test = np.array([5.0, 5.0 + np.sqrt(125.0)])  # z = 0 and z = 1
+    fused = fuse_logits(image_test, image_val, radiomics_reference, np.array([1.0, 1.0]))
+    assert fused == pytest.approx([0.5, 0.5 * (1 + np.sqrt(8 / 3))])
+    # An image model whose validation scores are all equal still fuses (its scale is 1).
+    assert np.isfinite(fuse_logits(image_test, np.zeros(4), radiomics_reference, np.ones(2))).all()
+
+
+def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
+    table, labels = feature_table()
+    cases = list(table.index)
+    fold = {"train": cases[:36], "val": cases[36:48], "test": cases[48:]}
+    features = write_feature_files(tmp_path / "features", table)
+    radiomics_dir = tmp_path / "radiomics"
+    train_baseline("radiomics", 0, fold, labels, features, SETTINGS, radiomics_dir, 0)
+    rng = np.random.default_rng(1)
+    image_dir = tmp_path / "t2"
+    image_dir.mkdir()
+    for name, patients in (("predictions_patients.csv", fold["test"]), ("predictions_validation.csv", fold["val"])):
+        frame = pd.DataFrame({"case_id": patients, "fold": 0, "scenario": "t2", "n_slices": 3})
+        frame["label"] = [labels[c] for c in patients]
+        for column in PATIENT_RULES:
+            frame[column] = expit(rng.normal(0, 3, len(patients)))
+        frame[PATIENT_COLUMNS].to_csv(image_dir / name, index=False)
+    out = tmp_path / "fusion"
+    fused = train_fusion(
+        0, fold, labels, features, radiomics_dir / "model.pkl",
+        image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", out,
+    )
+    written = pd.read_csv(out / "predictions_patients.csv")
+    assert list(written.columns) == PATIENT_COLUMNS and (written["scenario"] == "fusion").all()
+    image = pd.read_csv(image_dir / "predictions_patients.csv").set_index("case_id")
+    validation = pd.read_csv(image_dir / "predictions_validation.csv")
+    model = load_baseline(radiomics_dir / "model.pkl")
+    radiomics_test = baseline_logits(model, table, sorted(fold["test"]))
+    reference = baseline_logits(model, table, model["fitted_on"])
+    for column in PATIENT_RULES:
+        expected = expit(
+            fuse_logits(logit(image.loc[sorted(fold["test"]), column].to_numpy()), logit(validation[column].to_numpy()),
+                        reference, radiomics_test)
+        )
+        assert fused[column].to_numpy() == pytest.approx(expected)
+    assert written["n_slices"].tolist() == [3] * len(fold["test"])
