@@ -24,10 +24,15 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
     results = finished_run / "results"
     summary = pd.read_csv(results / "statistics/summary.csv")
     assert list(summary.columns) == summary_columns("t1")
-    assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5"]
+    # The image scenarios, the fusion, the baselines and the null control, each on the same folds.
+    assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5", "fusion", "radiomics", "volume", "null_t2"]
+    assert list(summary["kind"]) == ["image"] * 4 + ["fusion", "baseline", "baseline", "null"]
     assert summary["auc"].between(0, 1).all()
     assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1"].between(0, 1).all()
-    for name in ("summary.md", "roc.png", "metrics.json", "per_fold.csv"):
+    assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1_holm"].between(0, 1).all()
+    assert summary["p_delong_vs_best_image"].isna().sum() == 1
+    assert "Null control" in (results / "statistics/summary.md").read_text()
+    for name in ("summary.md", "roc.png", "metrics.json", "per_fold.csv", "rule_sensitivity.csv"):
         assert (results / "statistics" / name).stat().st_size > 0
     assert (results / "qc/skull_strip_dice.csv").exists()
     for fold in (0, 1):
@@ -41,7 +46,7 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
 def test_out_of_fold_predictions_cover_every_patient_once_per_scenario(finished_run):
     results = finished_run / "results"
     splits = json.loads((results / "folds/splits.json").read_text())
-    for scenario in ("t1", "t2", "t3", "t5"):
+    for scenario in ("t1", "t2", "t3", "t5", "null_t2", "volume", "radiomics", "fusion"):
         frames = [pd.read_csv(results / f"fold_{k}/classifier/{scenario}/predictions_patients.csv") for k in (0, 1)]
         patients = pd.concat(frames)
         assert sorted(patients["case_id"]) == sorted(c for fold in splits["folds"] for c in fold["test"])
