@@ -208,18 +208,26 @@ def _read_patients(path: Path) -> pd.DataFrame:
         raise HepredError(f"cannot read predictions: {str(error).splitlines()[0]}", path=path) from None
 
 
-def fuse_logits(image_test: np.ndarray, image_val: np.ndarray, radiomics_reference: np.ndarray,
-                radiomics_test: np.ndarray) -> np.ndarray:
-    """The mean of the radiomics logit and the image logit brought to the radiomics logit's
-    scale: standardised by the image model's validation patients, then given the mean and SD
-    of the radiomics logits of the patients that model was fitted on. No label is used, so
-    the two models weigh equally, as fixed before any result was seen."""
+def fusion_scale(image_val: np.ndarray, radiomics_reference: np.ndarray) -> dict[str, float]:
+    """What puts the image logit on the radiomics logit's scale: the mean and SD of the image
+    model's logits on the fold's validation patients, and of the radiomics logits of the
+    patients that model was fitted on. No label is used."""
     image_sd = float(np.std(image_val))
-    if not math.isfinite(image_sd) or image_sd == 0:
-        image_sd = 1.0
-    z_image = (image_test - float(np.mean(image_val))) / image_sd
-    on_radiomics_scale = float(np.mean(radiomics_reference)) + float(np.std(radiomics_reference)) * z_image
-    return 0.5 * (radiomics_test + on_radiomics_scale)
+    return {
+        "image_mean": float(np.mean(image_val)),
+        # An image model that scores every validation patient alike keeps its own scale.
+        "image_sd": image_sd if math.isfinite(image_sd) and image_sd > 0 else 1.0,
+        "radiomics_mean": float(np.mean(radiomics_reference)),
+        "radiomics_sd": float(np.std(radiomics_reference)),
+    }
+
+
+def fuse_logits(image: np.ndarray, radiomics: np.ndarray, scale: dict[str, float]) -> np.ndarray:
+    """The mean of the radiomics logit and the image logit brought to the radiomics logit's
+    scale (``fusion_scale``): the two models weigh equally, as fixed before any result was seen."""
+    z_image = (np.asarray(image, dtype=np.float64) - scale["image_mean"]) / scale["image_sd"]
+    on_radiomics_scale = scale["radiomics_mean"] + scale["radiomics_sd"] * z_image
+    return 0.5 * (np.asarray(radiomics, dtype=np.float64) + on_radiomics_scale)
 
 
 def train_fusion(
@@ -243,15 +251,9 @@ def train_fusion(
         raise HepredError("test patient missing from the image model's predictions", case_id=absent[0], path=image_test)
     radiomics_reference = baseline_logits(fitted, features, fitted["fitted_on"])
     radiomics_test = baseline_logits(fitted, features, test)
+    scales = {column: fusion_scale(_logits(image_val_rows[column]), radiomics_reference) for column in PATIENT_RULES}
     by_rule = {
-        column: expit(
-            fuse_logits(
-                _logits(image_test_rows.loc[test, column]),
-                _logits(image_val_rows[column]),
-                radiomics_reference,
-                radiomics_test,
-            )
-        )
+        column: expit(fuse_logits(_logits(image_test_rows.loc[test, column]), radiomics_test, scales[column]))
         for column in PATIENT_RULES
     }
     log.info(
@@ -264,6 +266,11 @@ def train_fusion(
     )
     predictions = patient_predictions(
         test, by_rule["probability"], labels, fold_index, FUSION, image_test_rows["n_slices"], by_rule
+    )
+    # What predict needs to fuse this fold's two models for a new patient.
+    io.write_json(
+        Path(out_dir) / "fusion.json",
+        {"fold": fold_index, "image_scenario": image_test.parent.name, "scale": scales},
     )
     io.write_csv(Path(out_dir) / "predictions_patients.csv", predictions)
     return predictions

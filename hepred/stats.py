@@ -35,7 +35,8 @@ AGGREGATION_COLUMNS = {"mean": "probability", "max": "probability_max", "middle"
 CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
 # What each row of the summary is: an image scenario (t1, t2, ...), its null control (null_t2),
 # a patient-level baseline (volume, radiomics) or the fusion of radiomics with an image scenario.
-KINDS = ("image", "fusion", "baseline", "null")  # also the order of the rows
+# "null_control", not "null": pandas reads a bare null in a CSV as a missing value.
+KINDS = ("image", "fusion", "baseline", "null_control")  # also the order of the rows
 BASELINE_NAMES = ("volume", "radiomics")
 REQUIRED_COLUMNS = ("case_id", "fold", "scenario", "label")
 DEFAULTS = {
@@ -179,7 +180,7 @@ def check_pairing(frame: pd.DataFrame, reference: str) -> None:
 def scenario_kind(scenario: str) -> str:
     """One of ``KINDS``, from the scenario's name."""
     if scenario.startswith("null_"):
-        return "null"
+        return "null_control"
     if scenario in BASELINE_NAMES:
         return "baseline"
     if scenario == "fusion":
@@ -552,10 +553,10 @@ def compare_with_best_image(results: dict[str, Any], by_scenario: dict[str, pd.D
 
 def null_verdicts(results: dict[str, Any], by_scenario: dict[str, pd.DataFrame], labels: np.ndarray) -> list[dict]:
     """For each null control: does the best model that learned from true labels beat it?"""
-    learned = [name for name in results if scenario_kind(name) != "null"]
+    learned = [name for name in results if scenario_kind(name) != "null_control"]
     best = max(learned, key=lambda name: (results[name]["pooled"]["auc"], name))
     verdicts = []
-    for null in (name for name in results if scenario_kind(name) == "null"):
+    for null in (name for name in results if scenario_kind(name) == "null_control"):
         test = delong_test(
             labels, by_scenario[best]["probability"].to_numpy(), by_scenario[null]["probability"].to_numpy()
         )

@@ -56,7 +56,8 @@ rule fusion:
         image_test=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_patients.csv",
         image_validation=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_validation.csv",
     output:
-        f"{RESULTS}/fold_{{fold}}/classifier/fusion/predictions_patients.csv",
+        scale=f"{RESULTS}/fold_{{fold}}/classifier/fusion/fusion.json",
+        patients=f"{RESULTS}/fold_{{fold}}/classifier/fusion/predictions_patients.csv",
     log:
         f"{RESULTS}/logs/fold_{{fold}}/fusion.log",
     conda:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from hepred.baselines import (
     baseline_logits,
     fit_baseline,
     fuse_logits,
+    fusion_scale,
     load_baseline,
     train_baseline,
     train_fusion,
@@ -142,10 +144,10 @@ def test_fusion_averages_radiomics_with_the_image_logit_on_the_radiomics_scale()
     image_val = np.array([-10.0, 0.0, 10.0, 20.0])  # mean 5, SD sqrt(125)
     radiomics_reference = np.array([-2.0, 0.0, 2.0])  # mean 0, SD sqrt(8/3)
     image_test = np.array([5.0, 5.0 + np.sqrt(125.0)])  # z = 0 and z = 1
-    fused = fuse_logits(image_test, image_val, radiomics_reference, np.array([1.0, 1.0]))
+    fused = fuse_logits(image_test, np.array([1.0, 1.0]), fusion_scale(image_val, radiomics_reference))
     assert fused == pytest.approx([0.5, 0.5 * (1 + np.sqrt(8 / 3))])
     # An image model whose validation scores are all equal still fuses (its scale is 1).
-    assert np.isfinite(fuse_logits(image_test, np.zeros(4), radiomics_reference, np.ones(2))).all()
+    assert fusion_scale(np.zeros(4), radiomics_reference)["image_sd"] == 1.0
 
 
 def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
@@ -177,9 +179,8 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
     radiomics_test = baseline_logits(model, table, sorted(fold["test"]))
     reference = baseline_logits(model, table, model["fitted_on"])
     for column in PATIENT_RULES:
-        expected = expit(
-            fuse_logits(logit(image.loc[sorted(fold["test"]), column].to_numpy()), logit(validation[column].to_numpy()),
-                        reference, radiomics_test)
-        )
+        scale = fusion_scale(logit(validation[column].to_numpy()), reference)
+        expected = expit(fuse_logits(logit(image.loc[sorted(fold["test"]), column].to_numpy()), radiomics_test, scale))
         assert fused[column].to_numpy() == pytest.approx(expected)
+        assert json.loads((out / "fusion.json").read_text())["scale"][column] == pytest.approx(scale)
     assert written["n_slices"].tolist() == [3] * len(fold["test"])

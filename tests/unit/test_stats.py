@@ -524,7 +524,7 @@ def test_rows_of_every_kind_are_ordered_compared_and_judged(tmp_path):
     out = tmp_path / "out"
     summary = stats.run_statistics(files, CONFIG, out)
     assert list(summary["scenario"]) == ["t1", "t2", "fusion", "radiomics", "volume", "null_t2"]
-    assert dict(zip(summary["scenario"], summary["kind"]))["null_t2"] == "null"
+    assert dict(zip(summary["scenario"], summary["kind"]))["null_t2"] == "null_control"
     assert dict(zip(summary["scenario"], summary["kind"]))["radiomics"] == "baseline"
     # t2 separates better than t1: the best image scenario.
     metrics = json.loads((out / "metrics.json").read_text())
@@ -535,7 +535,7 @@ def test_rows_of_every_kind_are_ordered_compared_and_judged(tmp_path):
     assert (others["p_delong_vs_best_image_holm"] >= others["p_delong_vs_best_image"]).all()
     assert (summary["p_delong_vs_t1_holm"].dropna() >= summary["p_delong_vs_t1"].dropna()).all()
     # Radiomics is the best model overall; the null control (no signal) is far below it.
-    learned = summary[summary["kind"] != "null"].set_index("scenario")["auc"]
+    learned = summary[summary["kind"] != "null_control"].set_index("scenario")["auc"]
     verdict = metrics["null_verdicts"][0]
     assert (verdict["best"], verdict["null"], verdict["beats_null"]) == (learned.idxmax(), "null_t2", True)
     markdown = (out / "summary.md").read_text()

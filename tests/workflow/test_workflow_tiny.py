@@ -26,7 +26,7 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
     assert list(summary.columns) == summary_columns("t1")
     # The image scenarios, the fusion, the baselines and the null control, each on the same folds.
     assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5", "fusion", "radiomics", "volume", "null_t2"]
-    assert list(summary["kind"]) == ["image"] * 4 + ["fusion", "baseline", "baseline", "null"]
+    assert list(summary["kind"]) == ["image"] * 4 + ["fusion", "baseline", "baseline", "null_control"]
     assert summary["auc"].between(0, 1).all()
     assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1"].between(0, 1).all()
     assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1_holm"].between(0, 1).all()
