@@ -27,8 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from hepred import io
-from hepred.classifier.train import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.errors import HepredError
+from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.radiomics import VOLUME_FEATURE
 
 logger = logging.getLogger(__name__)
@@ -274,3 +274,51 @@ def train_fusion(
     )
     io.write_csv(Path(out_dir) / "predictions_patients.csv", predictions)
     return predictions
+
+
+# --------------------------------------------------------------------------------------------
+# new patients (hepred predict)
+
+
+def fold_directories(models_dir: Path, scenario: str, marker: str) -> list[Path]:
+    """``fold_*/classifier/{scenario}/`` folders holding ``marker``, in fold order."""
+    folders = sorted(
+        (path.parent for path in Path(models_dir).glob(f"fold_*/classifier/{scenario}/{marker}")),
+        key=lambda folder: int(folder.parents[1].name.removeprefix("fold_")),
+    )
+    if not folders:
+        raise HepredError(f"no fold_*/classifier/{scenario}/{marker} found", path=models_dir)
+    return folders
+
+
+def baseline_probabilities(models_dir: Path, model: str, features: pd.DataFrame) -> list[pd.Series]:
+    """Per fold model of ``model`` (volume or radiomics), the HE probability of every case of
+    ``features`` (the radiomics rows of the new cases)."""
+    columns = []
+    for folder in fold_directories(models_dir, model, "model.pkl"):
+        fitted = load_baseline(folder / "model.pkl")
+        cases = list(features.index)
+        columns.append(pd.Series(expit(baseline_logits(fitted, features, cases)), index=cases, name=str(folder)))
+    return columns
+
+
+def fusion_probabilities(
+    models_dir: Path, features: pd.DataFrame, image_by_fold: dict[int, pd.Series], rule_column: str
+) -> list[pd.Series]:
+    """Per fold, the fusion of its radiomics model with its image model's ``rule_column``
+    probabilities (``image_by_fold``: fold -> per-case probability), as the run fused its test patients."""
+    columns = []
+    for folder in fold_directories(models_dir, FUSION, "fusion.json"):
+        stored = io.read_json(folder / "fusion.json")
+        fold = int(stored["fold"])
+        if fold not in image_by_fold:
+            raise HepredError(f"no {stored['image_scenario']} model of fold {fold} to fuse with", path=folder)
+        fitted = load_baseline(folder.parent / "radiomics" / "model.pkl")
+        cases = list(features.index)
+        fused = fuse_logits(
+            _logits(image_by_fold[fold].loc[cases].to_numpy()),
+            baseline_logits(fitted, features, cases),
+            stored["scale"][rule_column],
+        )
+        columns.append(pd.Series(expit(fused), index=cases, name=str(folder)))
+    return columns

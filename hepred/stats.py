@@ -20,6 +20,7 @@ from sklearn import metrics as skm
 
 from hepred.errors import HepredError
 from hepred.io import save_figure, write_csv, write_json, write_text
+from hepred.patient_rules import RULE_COLUMNS
 
 METRICS = ("auc", "accuracy", "f1", "sensitivity", "specificity", "balanced_accuracy")
 METRIC_LABELS = {
@@ -30,8 +31,6 @@ METRIC_LABELS = {
     "specificity": "Specificity",
     "balanced_accuracy": "Balanced accuracy",
 }
-# Which patient-level probability of predictions_patients.csv each aggregation uses.
-AGGREGATION_COLUMNS = {"mean": "probability", "max": "probability_max", "middle": "probability_middle"}
 CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
 # What each row of the summary is: an image scenario (t1, t2, ...), its null control (null_t2),
 # a patient-level baseline (volume, radiomics) or the fusion of radiomics with an image scenario.
@@ -56,9 +55,9 @@ DEFAULTS = {
 def resolve_config(cfg: dict) -> dict:
     """The `statistics` section with defaults filled in; refuses values the stage cannot use."""
     resolved = {**DEFAULTS, **{key: value for key, value in cfg.items() if value is not None}}
-    if resolved["aggregation"] not in AGGREGATION_COLUMNS:
+    if resolved["aggregation"] not in RULE_COLUMNS:
         raise HepredError(
-            f"statistics.aggregation must be one of {sorted(AGGREGATION_COLUMNS)}, got {resolved['aggregation']!r}"
+            f"statistics.aggregation must be one of {sorted(RULE_COLUMNS)}, got {resolved['aggregation']!r}"
         )
     if resolved["ci_method"] not in CI_METHODS:
         raise HepredError(f"statistics.ci_method must be one of {sorted(CI_METHODS)}, got {resolved['ci_method']!r}")
@@ -72,7 +71,7 @@ def resolve_config(cfg: dict) -> dict:
     resolved["ci"] = float(resolved["ci"])
     resolved["bootstrap"] = int(resolved["bootstrap"])
     resolved["seed"] = int(resolved["seed"])
-    resolved["probability_column"] = AGGREGATION_COLUMNS[resolved["aggregation"]]
+    resolved["probability_column"] = RULE_COLUMNS[resolved["aggregation"]]
     return resolved
 
 
@@ -762,7 +761,7 @@ def roc_figure(frame: pd.DataFrame, order: list[str], summary: pd.DataFrame):
 def rule_sensitivity(prediction_files: list[Path], order: list[str]) -> pd.DataFrame:
     """Pooled AUC of every scenario (rows, in ``order``) under every patient rule (columns)."""
     columns = {}
-    for rule, column in AGGREGATION_COLUMNS.items():
+    for rule, column in RULE_COLUMNS.items():
         frame = load_predictions(prediction_files, column)
         columns[rule] = {
             scenario: float(skm.roc_auc_score(group["label"], group["probability"]))

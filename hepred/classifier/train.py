@@ -33,6 +33,7 @@ from hepred.classifier.data import (
 )
 from hepred.classifier.model import build_model
 from hepred.errors import HepredError
+from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.preprocess import preprocess_settings
 from hepred.training import (
     Checkpoint,
@@ -126,18 +127,6 @@ PAPER_PRESET = {
 # Logit margin of the calibration search past the most extreme validation logit.
 CALIBRATION_MARGIN = 40.0
 SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
-# Patient probability columns of predictions_patients.csv and how each combines a patient's slices.
-PATIENT_RULES = {"probability": "mean", "probability_max": "max", "probability_middle": "middle"}
-PATIENT_COLUMNS = [
-    "case_id",
-    "fold",
-    "scenario",
-    "probability",
-    "label",
-    "n_slices",
-    "probability_max",
-    "probability_middle",
-]
 
 
 def classifier_settings(cfg: dict | None) -> dict:

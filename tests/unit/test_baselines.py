@@ -22,7 +22,7 @@ from hepred.baselines import (
     train_baseline,
     train_fusion,
 )
-from hepred.classifier.train import PATIENT_COLUMNS, PATIENT_RULES
+from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.errors import HepredError
 from hepred.radiomics import VOLUME_FEATURE, radiomics_features
 
