@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +316,45 @@ def test_reference_grid_is_the_grid_of_the_conversion(tmp_path, kwargs):
     assert grid.GetSize() == image.GetSize() and grid.GetPixelID() == sitk.sitkUInt8
     assert grid.GetSpacing() == image.GetSpacing() and grid.GetOrigin() == image.GetOrigin()
     assert grid.GetDirection() == image.GetDirection()
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    """DCMTK's JPEG encoders, installed with apt-get (as the SLURM tests install slurm) when missing."""
+    if shutil.which("dcmcjpeg") and shutil.which("dcmcjpls"):
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("DCMTK (dcmcjpeg, dcmcjpls) is missing and apt-get cannot install it here")
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dcmtk"]):
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _compress(folder: Path, encoder: str) -> None:
+    """Re-encode every image file in place (directory files such as DIRFILE stay as they are)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "DIRFILE"):
+        subprocess.run([encoder, str(path), str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "encoder, transfer_syntax",
+    [("dcmcjpeg", "1.2.840.10008.1.2.4.70"), ("dcmcjpls", "1.2.840.10008.1.2.4.80")],
+    ids=["jpeg_lossless_sv1", "jpeg_ls"],
+)
+def test_compressed_series_is_decoded(tmp_path, dcmtk, encoder, transfer_syntax):
+    write_series(tmp_path / "plain", tilt_deg=10.0, intercept=0.0, hu=np.linspace(-1000, 1500, 32 * 32).reshape(32, 32))
+    shutil.copytree(tmp_path / "plain", tmp_path / "compressed")
+    _compress(tmp_path / "compressed", encoder)
+    assert str(pydicom.dcmread(tmp_path / "compressed" / "IM0000.dcm").file_meta.TransferSyntaxUID) == transfer_syntax
+    image = dicom.convert_series(tmp_path / "compressed")
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(dicom.convert_series(tmp_path / "plain")))
+
+
+@needs_philips
+def test_real_series_compressed_with_jpeg_lossless_passes_dicom_truth(tmp_path, capsys, dcmtk):
+    shutil.copytree(PHILIPS / "S2010", tmp_path / "S2010")
+    _compress(tmp_path / "S2010", "dcmcjpeg")
+    out = tmp_path / "S2010.nii.gz"
+    dicom.dicom_to_nifti(tmp_path / "S2010", out)
+    status = _dicom_truth().main(str(tmp_path / "S2010"), str(out))
+    report = capsys.readouterr().out.strip()
+    assert status == 0 and report.startswith("ok"), report
