@@ -310,6 +310,11 @@ def stack_geometry(slices: list[SliceHeader], dicom_dir: Path) -> tuple[list[Sli
     return slices, geometry
 
 
+def _in_folder(header: SliceHeader, dicom_dir: Path) -> str:
+    """The file's path inside the user's DICOM folder: its name alone may repeat in sub-folders."""
+    return str(header.path.relative_to(dicom_dir)) if header.path.is_relative_to(dicom_dir) else header.path.name
+
+
 def _refuse_holes(slices: list[SliceHeader], steps: np.ndarray, name: str, dicom_dir: Path) -> None:
     """A step much larger than the steps on both sides of it (and than the median) is a hole.
 
@@ -321,8 +326,9 @@ def _refuse_holes(slices: list[SliceHeader], steps: np.ndarray, name: str, dicom
         neighbours = [steps[i] for i in (index - 1, index + 1) if 0 <= i < len(steps)]
         if neighbours and step > MAX_GAP_FACTOR * max(max(neighbours), median):
             raise HepredError(
-                f"{name}: missing slices: {step:.2f} mm between {slices[index].path.name} and "
-                f"{slices[index + 1].path.name}, where the slices around them are {max(neighbours):.2f} mm apart",
+                f"{name}: missing slices: {step:.2f} mm between {_in_folder(slices[index], dicom_dir)} and "
+                f"{_in_folder(slices[index + 1], dicom_dir)}, where the slices around them are "
+                f"{max(neighbours):.2f} mm apart",
                 path=dicom_dir,
             )
 
@@ -346,11 +352,11 @@ def _without_exact_duplicates(
         same_place = np.linalg.norm(positions[index] - positions[kept]) < DUPLICATE_DISTANCE_MM
         if not (same_place and np.array_equal(hu_slice(first), hu_slice(second))):
             raise HepredError(
-                f"{name}: duplicate slice positions with different content ({first.path.name} and "
-                f"{second.path.name}); remove the wrong one",
+                f"{name}: duplicate slice positions with different content ({_in_folder(first, dicom_dir)} and "
+                f"{_in_folder(second, dicom_dir)}); remove the wrong one",
                 path=dicom_dir,
             )
-        dropped.append(second.path.name)
+        dropped.append(_in_folder(second, dicom_dir))
     if dropped:
         logger.warning(
             "%s: dropped %d slice(s) sent twice (same position and pixel data as another): %s",
