@@ -34,7 +34,7 @@ def _dicom2nifti(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({meta.get('n_slices', '?')} slices, tilt {meta.get('tilt_deg', 0):.1f} deg)")
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _predict(args: argparse.Namespace) -> int:
     from hepred.config import load_config
     from hepred.predict import predict
 
@@ -48,6 +48,14 @@ def _predict(args: argparse.Namespace) -> None:
         work_dir=args.work_dir,
     )
     print(frame.to_string(index=False))
+    failed = int(frame["error"].notna().sum())
+    if failed:  # the others are written: a partial result, so not a clean exit
+        print(
+            f"hepred: {failed} of {len(frame)} case(s) could not be scored (errors above); wrote {args.out}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,14 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="apply a scenario's fold models to new cases")
     predict.add_argument("--models", type=Path, required=True, help="results directory of a finished run")
     predict.add_argument(
-        "--input", type=Path, required=True, help="sample sheet CSV, or a DICOM folder (with --lesion)"
+        "--input",
+        type=Path,
+        required=True,
+        help="sample sheet (CSV, TSV or .xlsx), or a CT: DICOM folder or NIfTI (with --lesion)",
     )
     predict.add_argument("--lesion", type=Path, default=None, help="lesion mask NIfTI when --input is a DICOM folder")
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--scenario", default="t5")
     predict.add_argument("--work-dir", type=Path, default=None, help="where ingest/preprocess outputs go")
     predict.add_argument(
-        "--config", type=Path, default=None, help="the run's config: device, threshold, slice aggregation (statistics)"
+        "--config",
+        type=Path,
+        default=None,
+        help="the run's config: device, threshold, slice aggregation, lesion labels (default: the run's own "
+        "rule and threshold, from MODELS/statistics/metrics.json)",
     )
     predict.set_defaults(func=_predict)
     return parser
@@ -92,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        return args.func(args) or 0
     except HepredError as error:
         print(f"hepred: error: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

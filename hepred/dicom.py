@@ -9,13 +9,19 @@ planes (direction = row, column and normal of ImageOrientationPatient), its slic
 spaced by the table step projected onto the normal, and each slice is shifted in-plane
 along the column direction by the amount the tilt moved it; rows are added so that no
 pixel falls off the grid. A gantry-tilted series thus needs only a sub-pixel in-plane
-interpolation, never an interpolation across (thick) slices. Uneven slice spacing is
-resampled onto the median step, linearly between the two neighbouring slices. An
-untilted, evenly spaced series is copied as it is, without any resampling.
+interpolation, never an interpolation across (thick) slices. Uneven slice spacing, such as
+a protocol acquired in blocks of different steps (posterior fossa in thin slices, cerebrum
+in thick ones), is resampled onto the median step, linearly between the two neighbouring
+slices; a step much larger than the steps on either side of it is a hole and is refused.
+An untilted, evenly spaced series is copied as it is, without any resampling.
+
+Compressed transfer syntaxes (JPEG Lossless, JPEG-LS, JPEG 2000) are decoded by pydicom's
+pixel handlers with the pylibjpeg plugins.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,8 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from hepred.errors import HepredError
 from hepred.io import save_sitk
 
+logger = logging.getLogger(__name__)
+
 # ImageType values of images that are not slices of an axial volume.
 NON_VOLUME_IMAGE_TYPES = frozenset({"LOCALIZER", "DERIVED", "SECONDARY"})
 # Technical acquisition tags kept in the metadata; nothing that identifies a patient,
@@ -44,8 +52,10 @@ TECHNICAL_TAGS = (
     "PixelSpacing",
     "GantryDetectorTilt",
     "ConvolutionKernel",
+    "SeriesNumber",
 )
-# A slice step above this multiple of the median step means slices are missing.
+# A slice step above this multiple of the steps on either side of it (and of the median
+# step) means slices are missing.
 MAX_GAP_FACTOR = 1.5
 # Steps that differ from the median by more than this fraction are resampled.
 UNEVEN_STEP_TOLERANCE = 0.01
@@ -109,6 +119,7 @@ class StackGeometry:
     col_spacing: float  # PixelSpacing[1]: distance between columns
     rows: int
     cols: int
+    duplicates_dropped: int = 0  # files that repeated another slice exactly
 
     @property
     def step(self) -> float:
@@ -123,6 +134,17 @@ class StackGeometry:
     def is_even(self) -> bool:
         steps = np.diff(self.distances)
         return bool(np.all(np.abs(steps - self.step) <= UNEVEN_STEP_TOLERANCE * self.step))
+
+    @property
+    def blocks(self) -> list[tuple[float, int]]:
+        """Runs of equal slice steps, in order: (step mm, number of steps)."""
+        runs: list[list] = []
+        for step in np.diff(self.distances):
+            if runs and abs(step - runs[-1][0]) <= UNEVEN_STEP_TOLERANCE * runs[-1][0]:
+                runs[-1][1] += 1
+            else:
+                runs.append([float(step), 1])
+        return [(round(step, 3), count) for step, count in runs]
 
 
 def _one_line(exc: Exception) -> str:
@@ -166,6 +188,16 @@ def _describe(headers: list[SliceHeader]) -> str:
     return f"series {headers[0].get('SeriesNumber', '?')} ({len(headers)} images)"
 
 
+def _series_summary(headers: list[SliceHeader]) -> str:
+    """What tells series of one study apart: number, description, kernel, images (no UID)."""
+    first = headers[0]
+    kernel = _json_value(first.get("ConvolutionKernel")) if first.get("ConvolutionKernel") else "?"
+    return (
+        f"series {first.get('SeriesNumber', '?')} ('{first.get('SeriesDescription', '') or '?'}', "
+        f"kernel {kernel}, {len(headers)} images)"
+    )
+
+
 def _is_axial(headers: list[SliceHeader]) -> bool:
     cosines = np.asarray(headers[0].get("ImageOrientationPatient"), dtype=float)
     return abs(np.cross(cosines[:3], cosines[3:])[2]) >= MIN_AXIAL_COSINE
@@ -174,7 +206,12 @@ def _is_axial(headers: list[SliceHeader]) -> bool:
 def select_series(
     series: dict[str, list[SliceHeader]], dicom_dir: Path, series_uid: str | None = None
 ) -> list[SliceHeader]:
-    """The slices of the named series, else of the largest axial CT volume series."""
+    """The slices of the named series, else of the largest axial CT volume series.
+
+    Two largest series of the same size (typically one study reconstructed with a
+    soft-tissue and a bone kernel) are refused: nothing in the tags says which one a
+    lesion mask was drawn on.
+    """
     found = "; ".join(_describe(h) for h in series.values()) or "no DICOM images"
     if series_uid:
         if series_uid not in series:
@@ -191,10 +228,25 @@ def select_series(
                 candidates.append((headers, slices))
         if not candidates:
             raise HepredError(f"no axial CT series found (found: {found})", path=dicom_dir)
-        # Largest first; ties broken by series number so that the choice is reproducible.
-        headers, slices = min(
-            candidates, key=lambda c: (-len(c[1]), str(c[1][0].get("SeriesNumber", "")), str(c[1][0].path))
-        )
+        # Largest first; ties broken by series number so that the listing is reproducible.
+        candidates.sort(key=lambda c: (-len(c[1]), str(c[1][0].get("SeriesNumber", "")), str(c[1][0].path)))
+        headers, slices = candidates[0]
+        tied = [c for c in candidates if len(c[1]) == len(slices)]
+        if len(tied) > 1:
+            raise HepredError(
+                f"{len(tied)} axial CT series of {len(slices)} images each, cannot tell which to use: "
+                # The UIDs are shown here only: the user needs one to choose.
+                + "; ".join(f"{_series_summary(c[1])} uid {c[1][0].get('SeriesInstanceUID')}" for c in tied)
+                + "; name one by its uid in the sample sheet's series_uid column (hepred dicom2nifti: --series UID)",
+                path=dicom_dir,
+            )
+        if len(candidates) > 1:
+            logger.info(
+                "took the largest of %d axial CT series, %s (others: %s); set series_uid to take another",
+                len(candidates),
+                _series_summary(slices),
+                "; ".join(_series_summary(c[1]) for c in candidates[1:]),
+            )
     # A file that looks like the other slices but lacks their position or pixels was cut
     # short (pydicom stops silently at the end of a file); dropping it would hide a hole.
     chosen = {h.path for h in slices}
@@ -231,13 +283,11 @@ def stack_geometry(slices: list[SliceHeader], dicom_dir: Path) -> tuple[list[Sli
 
     positions = np.array([np.asarray(h.get("ImagePositionPatient"), dtype=float) for h in slices])
     order = np.argsort(positions @ normal, kind="stable")
-    slices = [slices[i] for i in order]
-    positions = positions[order]
-    along_normal = positions @ normal
-    close = np.flatnonzero(np.diff(along_normal) < DUPLICATE_DISTANCE_MM)
-    if close.size:
-        a, b = slices[close[0]].path.name, slices[close[0] + 1].path.name
-        raise HepredError(f"{name}: duplicate slice positions ({a} and {b})", path=dicom_dir)
+    slices, positions, dropped = _without_exact_duplicates(
+        [slices[i] for i in order], positions[order], normal, name, dicom_dir
+    )
+    if len(slices) < 2:
+        raise HepredError(f"{name}: a volume needs at least 2 slices at different positions", path=dicom_dir)
 
     offsets = positions - positions[0]
     stacking = offsets[-1] / np.linalg.norm(offsets[-1])
@@ -253,35 +303,96 @@ def stack_geometry(slices: list[SliceHeader], dicom_dir: Path) -> tuple[list[Sli
             path=dicom_dir,
         )
     geometry = StackGeometry(
-        row_dir, col_dir, normal, stacking, positions[0], distances, float(row_spacing), float(col_spacing), rows, cols
+        row_dir, col_dir, normal, stacking, positions[0], distances, float(row_spacing), float(col_spacing), rows, cols,
+        duplicates_dropped=dropped,
     )
-    steps = np.diff(distances)
-    gap = int(np.argmax(steps))
-    if steps[gap] > MAX_GAP_FACTOR * geometry.step:
-        raise HepredError(
-            f"{name}: missing slices: {steps[gap]:.2f} mm between {slices[gap].path.name} and "
-            f"{slices[gap + 1].path.name}, median step {geometry.step:.2f} mm",
-            path=dicom_dir,
-        )
+    _refuse_holes(slices, np.diff(distances), name, dicom_dir)
     return slices, geometry
+
+
+def _in_folder(header: SliceHeader, dicom_dir: Path) -> str:
+    """The file's path inside the user's DICOM folder: its name alone may repeat in sub-folders."""
+    return str(header.path.relative_to(dicom_dir)) if header.path.is_relative_to(dicom_dir) else header.path.name
+
+
+def _refuse_holes(slices: list[SliceHeader], steps: np.ndarray, name: str, dicom_dir: Path) -> None:
+    """A step much larger than the steps on both sides of it (and than the median) is a hole.
+
+    Comparing with the neighbours, not only with the median, lets a protocol change its step
+    between blocks (4 mm, then 7 mm) while a hole inside an evenly spaced block is still found.
+    """
+    median = float(np.median(steps))
+    for index, step in enumerate(steps):
+        neighbours = [steps[i] for i in (index - 1, index + 1) if 0 <= i < len(steps)]
+        if neighbours and step > MAX_GAP_FACTOR * max(max(neighbours), median):
+            raise HepredError(
+                f"{name}: missing slices: {step:.2f} mm between {_in_folder(slices[index], dicom_dir)} and "
+                f"{_in_folder(slices[index + 1], dicom_dir)}, where the slices around them are "
+                f"{max(neighbours):.2f} mm apart",
+                path=dicom_dir,
+            )
+
+
+def _without_exact_duplicates(
+    slices: list[SliceHeader], positions: np.ndarray, normal: np.ndarray, name: str, dicom_dir: Path
+) -> tuple[list[SliceHeader], np.ndarray, int]:
+    """Drop slices sent twice (same position and pixels, a new SOPInstanceUID); refuse conflicting ones.
+
+    `slices` are sorted along the normal. Returns the kept slices, their positions and the
+    number dropped (with a warning naming the files).
+    """
+    keep = [0]
+    dropped = []
+    for index in range(1, len(slices)):
+        kept = keep[-1]
+        if (positions[index] - positions[kept]) @ normal >= DUPLICATE_DISTANCE_MM:
+            keep.append(index)
+            continue
+        first, second = slices[kept], slices[index]
+        same_place = np.linalg.norm(positions[index] - positions[kept]) < DUPLICATE_DISTANCE_MM
+        if not (same_place and np.array_equal(hu_slice(first), hu_slice(second))):
+            raise HepredError(
+                f"{name}: duplicate slice positions with different content ({_in_folder(first, dicom_dir)} and "
+                f"{_in_folder(second, dicom_dir)}); remove the wrong one",
+                path=dicom_dir,
+            )
+        dropped.append(_in_folder(second, dicom_dir))
+    if dropped:
+        logger.warning(
+            "%s: dropped %d slice(s) sent twice (same position and pixel data as another): %s",
+            name,
+            len(dropped),
+            ", ".join(dropped),
+        )
+    return [slices[i] for i in keep], positions[keep], len(dropped)
+
+
+def hu_slice(header: SliceHeader) -> np.ndarray:
+    """One file's pixel data in HU (float64), decoded whatever its transfer syntax."""
+    try:
+        dataset = pydicom.dcmread(header.path)
+    except Exception as exc:
+        raise HepredError(f"unreadable DICOM pixel data ({_one_line(exc)})", path=header.path) from exc
+    try:
+        pixels = dataset.pixel_array
+    except Exception as exc:
+        syntax = dataset.file_meta.get("TransferSyntaxUID")
+        encoding = f"{syntax.name}: " if syntax is not None else ""
+        raise HepredError(f"unreadable DICOM pixel data ({encoding}{_one_line(exc)})", path=header.path) from exc
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    return pixels.astype(np.float64) * slope + intercept
 
 
 def read_hu_stack(slices: list[SliceHeader], geometry: StackGeometry) -> np.ndarray:
     """Pixel data of the sorted slices in HU as int16 [slice, row, column]; one read per file."""
     stack = np.empty((len(slices), geometry.rows, geometry.cols), dtype=np.int16)
     for index, header in enumerate(slices):
-        try:
-            dataset = pydicom.dcmread(header.path)
-            pixels = dataset.pixel_array
-        except Exception as exc:
-            raise HepredError(f"unreadable DICOM pixel data ({_one_line(exc)})", path=header.path) from exc
-        if pixels.shape != (geometry.rows, geometry.cols):
+        hu = hu_slice(header)
+        if hu.shape != (geometry.rows, geometry.cols):
             raise HepredError(
-                f"pixel data of shape {pixels.shape} is not one {geometry.rows}x{geometry.cols} slice", path=header.path
+                f"pixel data of shape {hu.shape} is not one {geometry.rows}x{geometry.cols} slice", path=header.path
             )
-        slope = float(dataset.get("RescaleSlope", 1) or 1)
-        intercept = float(dataset.get("RescaleIntercept", 0) or 0)
-        hu = pixels.astype(np.float64) * slope + intercept
         stack[index] = np.clip(np.rint(hu), INT16_MIN, INT16_MAX)
     return stack
 
@@ -408,9 +519,18 @@ def convert_series_with_metadata(dicom_dir: str | Path, series_uid: str | None =
     image, resampled = resample_to_regular_grid(stack, geometry)
     first = slices[0]
     metadata = {tag: _json_value(first.get(tag)) for tag in TECHNICAL_TAGS if first.get(tag) not in (None, "")}
+    if not geometry.is_even:
+        logger.info(
+            "%s: uneven slice steps (mm x count: %s) resampled onto a regular %.2f mm step",
+            _describe(slices),
+            ", ".join(f"{step:g} x {count}" for step, count in geometry.blocks),
+            geometry.step,
+        )
     metadata.update(
         n_slices=len(slices),
+        duplicate_slices_dropped=geometry.duplicates_dropped,
         slice_step_mm=geometry.step,
+        slice_steps_mm=[[step, count] for step, count in geometry.blocks],
         uneven_spacing=not geometry.is_even,
         tilt_deg=geometry.tilt_deg,
         resampled=resampled,

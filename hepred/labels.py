@@ -30,7 +30,14 @@ def expansion_from_volumes(baseline_ml: float, followup_ml: float, growth_ml: fl
 
 
 def compute_labels(cases: list[Case], volumes: dict[str, dict], cfg: dict, sheet: str | Path = "sample sheet") -> pd.DataFrame:
-    """One row per case. ``volumes[case_id]`` holds the ingest meta (lesion volumes in mL)."""
+    """One row per case. ``volumes[case_id]`` holds the ingest meta (lesion volumes in mL).
+
+    The sheet's extra (clinical) columns follow the label columns, as the user wrote them.
+    """
+    clinical = list(cases[0].clinical) if cases else []
+    clash = [column for column in clinical if column in LABEL_COLUMNS]
+    if clash:
+        raise HepredError(f"column(s) {', '.join(clash)} would overwrite the labels table's own: rename them", path=sheet)
     rows = []
     for case in cases:
         meta = volumes[case.case_id]
@@ -58,9 +65,10 @@ def compute_labels(cases: list[Case], volumes: dict[str, dict], cfg: dict, sheet
                 "followup_volume_ml": followup,
                 "growth_ml": growth,
                 "growth_percent": None if growth is None else 100.0 * growth / baseline,
+                **case.clinical,
             }
         )
-    return pd.DataFrame(rows, columns=LABEL_COLUMNS)
+    return pd.DataFrame(rows, columns=LABEL_COLUMNS + clinical)
 
 
 def read_labels(path: str | Path) -> dict[str, int]:

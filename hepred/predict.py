@@ -3,6 +3,10 @@
 New cases go through the same ingest and preprocess functions as the training cohort, with
 the preprocess settings stored inside the models, so only the models directory is needed.
 The patient probability is the mean over the fold models; their spread is reported too.
+Without a config, the patient rule and threshold are the run's own, read from its
+statistics (statistics/metrics.json). A case that cannot be read gets one error line and
+a row saying why; the others are scored. A case of the run's own cohort is scored with a
+warning: some fold model has seen it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hepred import io
+from hepred.config import validate_config
 from hepred.classifier.data import CaseSource, SliceDataset, index_slices
 from hepred.classifier.model import load_classifier
 from hepred.classifier.train import (
@@ -28,7 +33,7 @@ from hepred.classifier.train import (
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
-from hepred.samplesheet import SAFE_CASE_ID, Case, read_sample_sheet
+from hepred.samplesheet import SAFE_CASE_ID, SHEET_SUFFIXES, Case, read_sample_sheet
 from hepred.stats import resolve_config
 from hepred.training import select_device
 
@@ -42,7 +47,15 @@ OUTPUT_COLUMNS = [
     "probability_max",
     "n_models",
     "prediction",
+    "threshold",
+    "patient_rule",
+    "scenario",
+    "models_dir",
+    "in_run_cohort",
+    "error",
 ]
+RUN_METRICS = Path("statistics") / "metrics.json"
+RUN_SPLITS = Path("folds") / "splits.json"
 
 
 def find_models(models_dir: Path, scenario: str) -> list[Path]:
@@ -61,7 +74,7 @@ def find_models(models_dir: Path, scenario: str) -> list[Path]:
 def input_cases(input_path: Path, lesion: Path | None) -> list[Case]:
     """Cases of a sample sheet (.csv), or one case from a DICOM folder / NIfTI CT plus ``lesion``."""
     input_path = Path(input_path)
-    if input_path.suffix.lower() == ".csv":
+    if input_path.is_file() and input_path.suffix.lower() in SHEET_SUFFIXES:
         return read_sample_sheet(input_path)
     if not input_path.exists():
         raise HepredError("input not found", path=input_path)
@@ -85,6 +98,45 @@ def _shared_preprocess_settings(metas: list[dict], paths: list[Path]) -> dict:
     return settings
 
 
+def run_rule_and_threshold(models_dir: Path, settings: dict | None) -> tuple[str, float]:
+    """The patient rule and decision threshold: from the config ``settings`` when given, else the run's own.
+
+    The run's are those its statistics used (statistics.aggregation and threshold, kept in
+    statistics/metrics.json); a config that disagrees with them is warned about.
+    """
+    metrics_path = Path(models_dir) / RUN_METRICS
+    run = io.read_json(metrics_path)["config"] if metrics_path.is_file() else None
+    if settings is None:
+        if run is None:
+            raise HepredError(
+                f"no {RUN_METRICS} here, so the run's patient rule and threshold are unknown: "
+                "finish the run's statistics, or pass the run's config (--config)",
+                path=models_dir,
+            )
+        return str(run["aggregation"]), float(run["threshold"])
+    rule, threshold = settings["statistics"]["aggregation"], float(settings["classifier"]["threshold"])
+    if run is not None and (run["aggregation"], float(run["threshold"])) != (rule, threshold):
+        logger.warning(
+            "the run used patient rule %s and threshold %g (%s); the config given says %s and %g, which are applied",
+            run["aggregation"],
+            float(run["threshold"]),
+            metrics_path,
+            rule,
+            threshold,
+        )
+    return rule, threshold
+
+
+def run_cohort(models_dir: Path, metas: list[dict]) -> set[str]:
+    """Every case some fold model of the run trained on, was validated or tested on."""
+    cohort = {case for meta in metas for case in meta.get("train_cases", [])}
+    splits_path = Path(models_dir) / RUN_SPLITS
+    if splits_path.is_file():
+        for fold in io.read_json(splits_path)["folds"]:
+            cohort.update(fold["train"], fold["val"], fold["test"])
+    return cohort
+
+
 def predict(
     models_dir: Path,
     input_path: Path,
@@ -96,18 +148,22 @@ def predict(
 ) -> pd.DataFrame:
     """Mean HE probability over the fold models of ``scenario`` for each input case, written to ``out_csv``.
 
-    ``config`` (the workflow config, optional) supplies ``device``,
+    ``config`` (the workflow config, optional) supplies ``device``, ``ingest.lesion_labels``,
     ``classifier.threshold`` / ``batch_size`` / ``num_workers`` and ``statistics.aggregation``
-    (how a patient's slice probabilities combine, as in the run's statistics); the image
-    settings always come from the models. Ingest and preprocess outputs go to ``work_dir`` (a temporary
-    directory, removed afterwards, when not given).
+    (how a patient's slice probabilities combine); without it the run's own rule and
+    threshold apply (see ``run_rule_and_threshold``). The image settings always come from the
+    models. Ingest and preprocess outputs go to ``work_dir`` (a temporary directory, removed
+    afterwards, when not given). A case that fails gets its error in the ``error`` column; when
+    none can be scored, a HepredError is raised and nothing is written.
     """
-    config = config or {}
-    run_settings = classifier_settings(config.get("classifier"))
-    patient_column = resolve_config(config.get("statistics") or {})["probability_column"]
-    device = select_device(config.get("device", "auto"))
-    model_paths = find_models(Path(models_dir), scenario)
+    models_dir = Path(models_dir)
+    model_paths = find_models(models_dir, scenario)
     cases = input_cases(Path(input_path), lesion)
+    settings = validate_config(config or {})
+    rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
+    run_settings = classifier_settings(settings["classifier"])
+    patient_column = resolve_config({"aggregation": rule})["probability_column"]
+    device = select_device(settings["device"])
 
     with contextlib.ExitStack() as stack:
         if work_dir is None:
@@ -118,17 +174,44 @@ def predict(
             if "logit_offsets" not in meta:
                 raise HepredError("model predates the per-rule calibration offsets: rerun train_classifier", path=path)
         preprocess_cfg = _shared_preprocess_settings([meta for _, meta in models], model_paths)
-        sources = []
+        cohort = run_cohort(models_dir, [meta for _, meta in models])
+        sources, errors = [], {}
         for case in cases:
+            if case.case_id in cohort:
+                logger.warning(
+                    "case %s: a case of this id is in the run's own cohort: fold models trained or were "
+                    "validated on it, so its probability is no prediction on new data",
+                    case.case_id,
+                )
             ingest_dir, preprocess_dir = work_dir / "ingest" / case.case_id, work_dir / "preprocess" / case.case_id
-            ingest_case(case.case_id, case.ct, case.lesion, None, case.series_uid, ingest_dir)
-            preprocess_case(
-                case.case_id, ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", preprocess_dir, preprocess_cfg
-            )
+            try:
+                ingest_case(
+                    case.case_id,
+                    case.ct,
+                    case.lesion,
+                    None,
+                    case.series_uid,
+                    ingest_dir,
+                    settings["ingest"]["lesion_labels"],
+                )
+                preprocess_case(
+                    case.case_id,
+                    ingest_dir / "ct.nii.gz",
+                    ingest_dir / "lesion.nii.gz",
+                    preprocess_dir,
+                    preprocess_cfg,
+                    user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
+                )
+            except HepredError as error:
+                logger.error("%s", error)
+                errors[case.case_id] = str(error)
+                continue
             # The label is unknown for new cases; -1 marks it.
             sources.append(
                 CaseSource(case.case_id, preprocess_dir / "hu.npy", preprocess_dir / "lesion.npy", -1, case.case_id)
             )
+        if not sources:
+            raise HepredError(f"none of the {len(cases)} case(s) could be scored (see the errors above)")
 
         per_model = []
         for (model, meta), path in zip(models, model_paths):
@@ -143,22 +226,32 @@ def predict(
             logits = view_logits(model, dataset, cfg, device, meta["scenario"])
             patients = patient_table(dataset.item_table(), logits, meta["logit_offsets"])
             per_model.append(patients.set_index("case_id")[patient_column].rename(str(path)))
-            logger.info("%s: %d slices of %d cases scored", path, len(items), len(cases))
+            logger.info("%s: %d slices of %d cases scored", path, len(items), len(sources))
 
     table = pd.concat(per_model, axis=1)
     values = table.to_numpy(dtype=np.float64)
     result = pd.DataFrame(
         {
-            "case_id": table.index,
             "probability": values.mean(axis=1),
             # Population SD over the fold models (0 for a single model).
             "probability_sd": values.std(axis=1, ddof=0),
             "probability_min": values.min(axis=1),
             "probability_max": values.max(axis=1),
             "n_models": values.shape[1],
-        }
+        },
+        index=table.index,
     )
-    result["prediction"] = (result["probability"] >= float(run_settings["threshold"])).astype(int)
-    result = result.set_index("case_id").loc[[case.case_id for case in cases]].reset_index()[OUTPUT_COLUMNS]
+    result["prediction"] = (result["probability"] >= threshold).astype(int)
+    result = result.reindex([case.case_id for case in cases]).rename_axis("case_id").reset_index()
+    if errors:  # failed cases keep their row, without numbers
+        result["n_models"] = result["n_models"].fillna(0).astype(int)
+        result["prediction"] = result["prediction"].astype("Int64")
+    result["threshold"] = threshold
+    result["patient_rule"] = rule
+    result["scenario"] = scenario
+    result["models_dir"] = str(models_dir.resolve())
+    result["in_run_cohort"] = result["case_id"].isin(cohort)
+    result["error"] = result["case_id"].map(errors)
+    result = result[OUTPUT_COLUMNS]
     io.write_csv(out_csv, result)
     return result

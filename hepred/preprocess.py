@@ -281,14 +281,24 @@ def _remove_outputs(out_dir: Path) -> None:
         out_dir.rmdir()  # only when empty: never touch files that are not ours
 
 
-def preprocess_case(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, cfg: dict) -> dict:
+def preprocess_case(
+    case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, cfg: dict, user_files: dict | None = None
+) -> dict:
     """Skull strip, resample and QC one ingested case; returns the info.json content.
 
-    On any failure every output of the case is removed, so a rerun starts clean.
+    `user_files` maps the ingested copies (ct_path, lesion_path) to the user's own files
+    they came from: errors name those, never a path the workflow made. On any failure
+    every output of the case is removed, so a rerun starts clean.
     """
     ct_path, lesion_path, out_dir = Path(ct_path), Path(lesion_path), Path(out_dir)
     try:
         return _preprocess(case_id, ct_path, lesion_path, out_dir, preprocess_settings(cfg))
+    except HepredError as error:
+        _remove_outputs(out_dir)
+        originals = {str(Path(copy)): str(user) for copy, user in (user_files or {}).items()}
+        if error.path in originals:
+            raise HepredError(error.message, case_id=error.case_id, path=originals[error.path]) from error
+        raise
     except BaseException:
         _remove_outputs(out_dir)
         raise

@@ -18,5 +18,7 @@ rule ingest:
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        lesion_labels=config["ingest"]["lesion_labels"],
     script:
         "../workflow_scripts/ingest.py"

@@ -30,5 +30,7 @@ rule preprocess:
         # Not the windows: they are applied as the classifier reads slices, and a change of
         # window must not redo every case.
         preprocess={k: v for k, v in config["preprocess"].items() if k != "windows"},
+        # Read by the job to name the user's own files in its errors, not the ingested copies.
+        sheet=SHEET,
     script:
         "../workflow_scripts/preprocess.py"

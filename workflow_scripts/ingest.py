@@ -15,6 +15,7 @@ def main(smk):
         case.followup_lesion,
         case.series_uid,
         Path(smk.output.meta).parent,
+        smk.params.lesion_labels,
     )
 
 

@@ -52,6 +52,8 @@ def write_slice(
     intercept: float = -1024.0,
     hu: np.ndarray | None = None,
     series_number: int = 2,
+    kernel: str = "H30s",
+    description: str = "Head 5 mm",
 ) -> Path:
     """One CT slice file whose HU follow `hu_at` (or `hu` when given)."""
     position = np.asarray(position, dtype=float)
@@ -81,7 +83,8 @@ def write_slice(
     ds.ManufacturerModelName = "Tiny CT"
     ds.KVP = "120"
     ds.SliceThickness = "5"
-    ds.ConvolutionKernel = "H30s"
+    ds.ConvolutionKernel = kernel
+    ds.SeriesDescription = description
     ds.SeriesNumber = series_number
     ds.InstanceNumber = instance
     ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
@@ -130,3 +133,32 @@ def write_series(
 
 def read_series_uid(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def write_block_head_series(
+    folder: Path, blocks, *, tilt_deg: float = 18.5, gap_mm: float = 0.0, matrix: int = 128, pixel_mm: float = 1.8
+) -> list[Path]:
+    """A simulated head (hepred.simulate) acquired as one series in blocks of different table steps.
+
+    `blocks` lists (step_mm, n_slices); each block starts one step of its own (plus
+    `gap_mm`) after the last slice of the previous one, as the table moves on, and all share
+    the gantry tilt. Written with the simulator's DICOM writer, one sub-folder per block.
+    """
+    import dataclasses
+
+    from hepred import simulate
+
+    params = simulate.sample_patient_parameters(np.random.default_rng(3), tilt_fraction=0.0)
+    params.tilt_deg = tilt_deg
+    start = 0.0
+    for index, (step, n_slices) in enumerate(blocks):
+        scan = simulate.plan_scan(params, matrix, pixel_mm, step, n_slices)
+        if index:
+            start += step + gap_mm
+        grid = dataclasses.replace(scan.dicom, origin=scan.dicom.origin + np.array([0.0, 0.0, start]))
+        scan = dataclasses.replace(scan, dicom=grid)
+        stored = simulate.render_ct(params, scan, np.zeros((1, 1, 1), np.uint8), np.random.default_rng(index))
+        identity_rng = np.random.default_rng(0)
+        simulate.write_dicom_series(folder / f"block{index + 1}", params, scan, stored, "blocks", 0, 0, identity_rng)
+        start += (n_slices - 1) * step
+    return sorted(folder.rglob("CT*.dcm"))

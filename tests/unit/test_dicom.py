@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from tests.unit.dicom_testdata import IDENTIFIERS, hu_at, tilted_orientation, wr
 
 from hepred import dicom
 from hepred.errors import HepredError
+from tests.unit.dicom_testdata import write_block_head_series
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("HEPRED_SHARED", REPO_ROOT.parent / "shared"))
@@ -198,7 +201,10 @@ def _replace_slice(folder: Path, index: int, **kwargs) -> None:
     "damage, message",
     [
         (lambda d: write_series(d, distances=[0, 5, 10, 20, 25]), "missing slices"),
-        (lambda d: write_series(d, distances=[0, 5, 5, 10, 15]), "duplicate slice positions"),
+        (
+            lambda d: (write_series(d, distances=[0, 5, 5, 10, 15]), _replace_slice(d, 2, hu=np.zeros((32, 32)))),
+            "duplicate slice positions with different content",
+        ),
         (lambda d: (write_series(d), _replace_slice(d, 2, orientation=tilted_orientation(10))), "mixed orientations"),
         (lambda d: (write_series(d), _replace_slice(d, 3, pixel_spacing=(0.7, 0.9))), "mixed pixel spacings"),
         (lambda d: (write_series(d), _replace_slice(d, 1, rows=30)), "mixed matrix sizes"),
@@ -314,3 +320,96 @@ def test_reference_grid_is_the_grid_of_the_conversion(tmp_path, kwargs):
     assert grid.GetSize() == image.GetSize() and grid.GetPixelID() == sitk.sitkUInt8
     assert grid.GetSpacing() == image.GetSpacing() and grid.GetOrigin() == image.GetOrigin()
     assert grid.GetDirection() == image.GetDirection()
+
+
+def test_two_series_of_the_same_size_are_refused_naming_each(tmp_path):
+    soft, _ = write_series(tmp_path / "soft", series_number=2, kernel="H30s", description="Head 5 mm soft")
+    bone, _ = write_series(tmp_path / "bone", series_number=3, kernel="H70h", description="Head 5 mm bone")
+    with pytest.raises(HepredError, match="2 axial CT series of 6 images each") as info:
+        dicom.convert_series(tmp_path)
+    text = str(info.value)
+    for expected in (soft, bone, "series 2", "series 3", "H30s", "H70h", "Head 5 mm soft", "Head 5 mm bone", "series_uid"):
+        assert expected in text
+    assert "--series" in text and "\n" not in text
+    assert dicom.convert_series_with_metadata(tmp_path, bone)[1]["ConvolutionKernel"] == "H70h"
+
+
+def test_a_slice_sent_twice_is_dropped_with_a_warning(tmp_path, caplog):
+    write_series(tmp_path / "ct")
+    again = tmp_path / "ct" / "IM0002_resent.dcm"
+    again.write_bytes((tmp_path / "ct" / "IM0002.dcm").read_bytes())
+    ds = pydicom.dcmread(again)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(again)
+    with caplog.at_level("WARNING", logger="hepred.dicom"):
+        image, meta = dicom.convert_series_with_metadata(tmp_path / "ct")
+    assert meta["n_slices"] == 6 and meta["duplicate_slices_dropped"] == 1 and image.GetSize()[2] == 6
+    assert np.abs(sitk.GetArrayFromImage(image) - hu_at(voxel_world_points(image))).max() <= 0.5
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "sent twice" in warning and "IM0002" in warning
+
+
+TWO_BLOCKS = [(4.2, 16), (7.4, 10)]  # posterior fossa in 4.2 mm steps, then the cerebrum in 7.4 mm
+needs_dicom_truth = pytest.mark.skipif(not DICOM_TRUTH.is_file(), reason="shared tools/dicom_truth.py absent")
+
+
+@needs_dicom_truth
+def test_two_block_tilted_series_is_placed_right_in_world_space(tmp_path, capsys):
+    write_block_head_series(tmp_path / "ct", TWO_BLOCKS, tilt_deg=18.5)
+    out = tmp_path / "ct.nii.gz"
+    meta = dicom.dicom_to_nifti(tmp_path / "ct", out)
+    assert meta["n_slices"] == 26 and meta["uneven_spacing"] is True and meta["resampled"] is True
+    assert meta["tilt_deg"] == pytest.approx(18.5, abs=1e-3)
+    assert meta["slice_steps_mm"] == [[4.2, 15], [7.4, 10]]
+    status = _dicom_truth().main(str(tmp_path / "ct"), str(out))
+    report = capsys.readouterr().out.strip()
+    assert status == 0 and report.startswith("ok"), report
+
+
+def test_a_hole_inside_an_evenly_spaced_block_is_still_refused(tmp_path):
+    paths = write_block_head_series(tmp_path / "ct", TWO_BLOCKS, tilt_deg=18.5)
+    paths[20].unlink()  # one slice of the 7.4 mm block
+    with pytest.raises(HepredError, match=r"missing slices: 14\.80 mm .* slices around them are 7\.40 mm apart"):
+        dicom.convert_series(tmp_path / "ct")
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    """DCMTK's JPEG encoders, installed with apt-get (as the SLURM tests install slurm) when missing."""
+    if shutil.which("dcmcjpeg") and shutil.which("dcmcjpls"):
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("DCMTK (dcmcjpeg, dcmcjpls) is missing and apt-get cannot install it here")
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dcmtk"]):
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _compress(folder: Path, encoder: str) -> None:
+    """Re-encode every image file in place (directory files such as DIRFILE stay as they are)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "DIRFILE"):
+        subprocess.run([encoder, str(path), str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "encoder, transfer_syntax",
+    [("dcmcjpeg", "1.2.840.10008.1.2.4.70"), ("dcmcjpls", "1.2.840.10008.1.2.4.80")],
+    ids=["jpeg_lossless_sv1", "jpeg_ls"],
+)
+def test_compressed_series_is_decoded(tmp_path, dcmtk, encoder, transfer_syntax):
+    write_series(tmp_path / "plain", tilt_deg=10.0, intercept=0.0, hu=np.linspace(-1000, 1500, 32 * 32).reshape(32, 32))
+    shutil.copytree(tmp_path / "plain", tmp_path / "compressed")
+    _compress(tmp_path / "compressed", encoder)
+    assert str(pydicom.dcmread(tmp_path / "compressed" / "IM0000.dcm").file_meta.TransferSyntaxUID) == transfer_syntax
+    image = dicom.convert_series(tmp_path / "compressed")
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(dicom.convert_series(tmp_path / "plain")))
+
+
+@needs_philips
+def test_real_series_compressed_with_jpeg_lossless_passes_dicom_truth(tmp_path, capsys, dcmtk):
+    shutil.copytree(PHILIPS / "S2010", tmp_path / "S2010")
+    _compress(tmp_path / "S2010", "dcmcjpeg")
+    out = tmp_path / "S2010.nii.gz"
+    dicom.dicom_to_nifti(tmp_path / "S2010", out)
+    status = _dicom_truth().main(str(tmp_path / "S2010"), str(out))
+    report = capsys.readouterr().out.strip()
+    assert status == 0 and report.startswith("ok"), report

@@ -36,6 +36,17 @@ def mask_like(reference: sitk.Image, path: Path, block=(slice(2, 5), slice(5, 9)
     return path
 
 
+def labelmap_like(reference: sitk.Image, path: Path) -> Path:
+    """A 3D Slicer style labelmap on the grid of `reference`: hematoma 1 inside edema 2."""
+    values = np.zeros(reference.GetSize()[::-1], dtype=np.uint8)
+    values[1:7, 3:13, 3:13] = 2
+    values[2:5, 5:9, 5:9] = 1
+    mask = sitk.GetImageFromArray(values)
+    mask.CopyInformation(reference)
+    sitk.WriteImage(mask, str(path))
+    return path
+
+
 def read(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
@@ -179,6 +190,27 @@ def _case_ct_given_as_mask(tmp_path):
     return ct, tmp_path / "ct_int16.nii.gz", None, "ct_int16.nii.gz"
 
 
+def _case_ct_not_in_hu(tmp_path):
+    values = np.zeros((8, 16, 16), dtype=np.uint16)
+    values[2:6, 4:12, 4:12] = 1064  # stored values 0..4095: the scanner's rescale not applied
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / "raw_ct.nii.gz"))
+    lesion = mask_like(read(tmp_path / "raw_ct.nii.gz"), tmp_path / "lesion.nii.gz")
+    return tmp_path / "raw_ct.nii.gz", lesion, None, "raw_ct.nii.gz"
+
+
+def _case_labelmap_mask(tmp_path):
+    ct = nifti_ct(tmp_path / "ct.nii.gz")
+    return ct, labelmap_like(read(ct), tmp_path / "segmentation.nii.gz"), None, "segmentation.nii.gz"
+
+
+def _case_cropped_mask_reaching_outside(tmp_path):
+    ct = nifti_ct(tmp_path / "ct.nii.gz")
+    box = sitk.RegionOfInterest(read(mask_like(read(ct), tmp_path / "full.nii.gz")), [8, 8, 4], [4, 4, 2])
+    box.SetOrigin((box.GetOrigin()[0] + 10.0, *box.GetOrigin()[1:]))  # 10 mm past the CT's right edge
+    sitk.WriteImage(box, str(tmp_path / "box.nii.gz"))
+    return ct, tmp_path / "box.nii.gz", None, "box.nii.gz"
+
+
 def _case_empty_followup(tmp_path):
     ct = nifti_ct(tmp_path / "ct.nii.gz")
     lesion = mask_like(read(ct), tmp_path / "lesion.nii.gz")
@@ -199,6 +231,9 @@ def _case_empty_followup(tmp_path):
         (_case_fractional_mask, "non-integer values"),
         (_case_ct_given_as_mask, "negative values"),
         (_case_empty_followup, "follow-up lesion mask is empty"),
+        (_case_ct_not_in_hu, "not in Hounsfield units: no air"),
+        (_case_labelmap_mask, r"2 labels \(1, 2\), not one: .*ingest\.lesion_labels"),
+        (_case_cropped_mask_reaching_outside, "does not match its CT: it reaches outside the CT"),
     ],
     ids=lambda v: v.__name__[6:] if callable(v) else None,
 )
@@ -214,3 +249,45 @@ def test_bad_input_names_case_and_file_and_leaves_nothing(tmp_path, make_case, m
     text = str(info.value)
     assert text.startswith("case case_7: ") and file_name in text and "\n" not in text
     assert_nothing_written(out_dir)
+
+
+def test_labelmap_counts_only_the_configured_hematoma_labels(tmp_path):
+    ct = nifti_ct(tmp_path / "ct.nii.gz")
+    segmentation = labelmap_like(read(ct), tmp_path / "segmentation.nii.gz")
+    followup = labelmap_like(read(ct), tmp_path / "followup.nii.gz")
+    meta = ingest_case("c03", ct, segmentation, followup, None, tmp_path / "out", lesion_labels=[1])
+    assert meta["lesion_voxels"] == 3 * 4 * 4  # the hematoma only, not the edema around it
+    assert meta["followup_lesion_volume_ml"] == pytest.approx(48 * 0.9 * 0.9 * 5.0 / 1000)
+    assert meta["lesion_labels"] == [1]
+    assert set(np.unique(sitk.GetArrayFromImage(read(tmp_path / "out" / "lesion.nii.gz")))) == {0, 1}
+
+    with pytest.raises(HepredError, match=r"none of the hematoma labels \[3\] of ingest.lesion_labels \(its values: 1, 2\)"):
+        ingest_case("c03", ct, segmentation, None, None, tmp_path / "out3", lesion_labels=[3])
+    assert_nothing_written(tmp_path / "out3")
+
+
+def test_binary_mask_stored_as_0_255_is_one_label(tmp_path):
+    ct = nifti_ct(tmp_path / "ct.nii.gz")
+    meta = ingest_case("c04", ct, mask_like(read(ct), tmp_path / "m.nii.gz", value=255), None, None, tmp_path / "out")
+    assert meta["lesion_voxels"] == 3 * 4 * 4 and meta["lesion_resampled"] is False
+
+
+@pytest.mark.parametrize("source", ["nifti", "tilted_dicom"])
+def test_mask_cropped_to_a_box_in_ct_world_space_is_resampled_onto_the_ct(tmp_path, source):
+    if source == "nifti":
+        ct = nifti_ct(tmp_path / "ct.nii.gz")
+        grid = read(ct)
+    else:
+        ct = tmp_path / "dicom"
+        write_series(ct, tilt_deg=15.0)
+        grid = dicom.convert_series(ct)
+    full = mask_like(grid, tmp_path / "full.nii.gz")
+    # What 3D Slicer or ITK-SNAP save: the box around the lesion, in the CT's world space.
+    box = sitk.RegionOfInterest(read(full), [6, 6, 5], [4, 4, 1])
+    sitk.WriteImage(box, str(tmp_path / "box.nii.gz"))
+
+    meta = ingest_case("c05", ct, tmp_path / "box.nii.gz", None, None, tmp_path / "out")
+
+    assert meta["lesion_resampled"] is True and meta["lesion_voxels"] == 3 * 4 * 4
+    written = sitk.GetArrayFromImage(read(tmp_path / "out" / "lesion.nii.gz"))
+    assert np.array_equal(written, sitk.GetArrayFromImage(read(full)))

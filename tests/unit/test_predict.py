@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,7 @@ def models_dir(tmp_path: Path) -> Path:
             "scenario": "t5",
             # A far-off max-rule offset shows which rule's offset predict applies.
             "logit_offsets": {"mean": 0.0, "max": -30.0, "middle": 0.0},
+            "train_cases": ["old1", "old2", "old3"],
         }
         save_weights(
             tmp_path / "results" / f"fold_{fold}" / "classifier" / "t5" / "model.pt", model.state_dict(), extra
@@ -142,3 +145,52 @@ def test_predict_single_ct_with_its_lesion(models_dir, tmp_path):
     ct, lesion = phantom_head(tmp_path / "single", 20.0)
     result = predict(models_dir, ct, tmp_path / "out.csv", lesion=lesion, config={"device": "cpu"})
     assert list(result["case_id"]) == ["single_ct"] and result["probability"].between(0, 1).all()
+
+
+def test_one_bad_case_among_three_fails_alone(models_dir, sheet, tmp_path, caplog):
+    frame = pd.read_csv(sheet)
+    frame.loc[len(frame)] = {"case_id": "lost", "ct": "nowhere_ct.nii.gz", "lesion": "new1_lesion.nii.gz"}
+    frame = frame.iloc[[0, 2, 1]]
+    frame.to_csv(sheet, index=False)
+    out_csv = tmp_path / "pred.csv"
+    with caplog.at_level("ERROR", logger="hepred.predict"):
+        result = predict(models_dir, sheet, out_csv, config={"device": "cpu"}, work_dir=tmp_path / "work")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line == f"case lost: {tmp_path / 'nowhere_ct.nii.gz'}: file not found"
+    assert list(result["case_id"]) == ["new1", "lost", "new2"]
+    scored = result.set_index("case_id")
+    assert scored.loc[["new1", "new2"], "probability"].between(0, 1).all()
+    assert scored.loc[["new1", "new2"], "error"].isna().all() and scored.loc["lost", "error"] == line
+    assert np.isnan(scored.loc["lost", "probability"]) and scored.loc["lost", "n_models"] == 0
+    assert (result["scenario"] == "t5").all() and (result["patient_rule"] == "mean").all()
+    assert (result["models_dir"] == str(models_dir.resolve())).all()
+    written = pd.read_csv(out_csv)
+    assert list(written.columns) == OUTPUT_COLUMNS and written["error"].notna().sum() == 1
+
+
+def test_without_a_config_the_runs_own_rule_and_threshold_apply(models_dir, sheet, tmp_path):
+    with pytest.raises(HepredError, match="statistics/metrics.json.*pass the run's config"):
+        predict(models_dir, sheet, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    (models_dir / "statistics").mkdir()
+    run = {"config": {"aggregation": "max", "threshold": 0.25}, "n_patients": 40}
+    (models_dir / "statistics" / "metrics.json").write_text(json.dumps(run))
+    result = predict(models_dir, sheet, tmp_path / "out.csv")
+    assert (result["patient_rule"] == "max").all() and (result["threshold"] == 0.25).all()
+    assert (result["probability"] < 1e-9).all()  # the max rule's own offset (-30) applied
+
+
+def test_a_case_of_the_runs_cohort_is_warned_about(models_dir, sheet, tmp_path, caplog):
+    path = models_dir / "fold_0" / "classifier" / "t5" / "model.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["meta"]["train_cases"] = ["new1", "old1"]
+    save_weights(path, payload["state_dict"], payload["meta"])
+    (models_dir / "folds").mkdir()
+    splits = {"folds": [{"train": ["new1", "old1"], "val": ["old2"], "test": ["new2"]}]}
+    (models_dir / "folds" / "splits.json").write_text(json.dumps(splits))
+    with caplog.at_level("WARNING", logger="hepred.predict"):
+        result = predict(models_dir, sheet, tmp_path / "out.csv", config={"device": "cpu"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and warnings[0].startswith("case new1: ") and warnings[1].startswith("case new2: ")
+    assert all("run's own cohort" in w for w in warnings)
+    assert list(result["in_run_cohort"]) == [True, True]

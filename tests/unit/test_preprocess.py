@@ -247,3 +247,22 @@ def test_skull_strip_scores_compares_each_mask_with_its_truth(tmp_path):
     assert (tmp_path / "qc.csv").read_text().startswith("case_id,dice,")
     with pytest.raises(HepredError, match="c2"):
         skull_strip_scores(tmp_path / "demo", [tmp_path / "c2" / "brain_mask.nii.gz"], tmp_path / "qc.csv")
+
+
+def test_errors_name_the_users_file_not_the_ingested_copy(tmp_path):
+    copy = tmp_path / "results" / "ingest" / "c8"
+    copy.mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 16, 16), 40, np.int16)), str(copy / "ct.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 16, 16), np.uint8)), str(copy / "lesion.nii.gz"))
+    users_ct, users_lesion = tmp_path / "data" / "c8_dicom", tmp_path / "data" / "c8_mask.nii.gz"
+    with pytest.raises(HepredError, match="HU") as caught:
+        preprocess_case(
+            "c8",
+            copy / "ct.nii.gz",
+            copy / "lesion.nii.gz",
+            tmp_path / "out",
+            {},
+            user_files={copy / "ct.nii.gz": users_ct, copy / "lesion.nii.gz": users_lesion},
+        )
+    assert str(caught.value).startswith(f"case c8: {users_ct}: ") and "results" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
