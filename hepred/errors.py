@@ -33,3 +33,11 @@ class HepredError(Exception):
             case_id=self.case_id if self.case_id is not None else case_id,
             path=self.path if self.path is not None else path,
         )
+
+    def naming_user_files(self, user_files: dict | None) -> "HepredError":
+        """The same error naming the user's own file where it named a copy the workflow made
+        (``user_files`` maps such copies to the files they came from)."""
+        originals = {str(Path(copy)): str(user) for copy, user in (user_files or {}).items()}
+        if self.path not in originals:
+            return self
+        return HepredError(self.message, case_id=self.case_id, path=originals[self.path])

@@ -24,15 +24,24 @@ from hepred import io
 from hepred.config import validate_config
 from hepred.classifier.data import CaseSource, SliceDataset, index_slices
 from hepred.classifier.model import load_classifier
+from hepred.baselines import (
+    BASELINE_MODELS,
+    FUSION,
+    baseline_probabilities,
+    fold_directories,
+    fusion_probabilities,
+    load_baseline,
+)
 from hepred.classifier.train import (
-    SCENARIOS,
     classifier_settings,
+    image_scenario,
     patient_table,
     view_logits,
 )
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
+from hepred.radiomics import radiomics_features
 from hepred.samplesheet import SAFE_CASE_ID, SHEET_SUFFIXES, Case, read_sample_sheet
 from hepred.stats import resolve_config
 from hepred.training import select_device
@@ -60,8 +69,7 @@ RUN_SPLITS = Path("folds") / "splits.json"
 
 def find_models(models_dir: Path, scenario: str) -> list[Path]:
     """``fold_*/classifier/{scenario}/model.pt`` under a results directory, in fold order."""
-    if scenario not in SCENARIOS:
-        raise HepredError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    image_scenario(scenario)  # refuses an unknown name
     paths = sorted(
         Path(models_dir).glob(f"fold_*/classifier/{scenario}/model.pt"),
         key=lambda p: int(re.sub(r"\D", "", p.parents[2].name) or 0),
@@ -137,6 +145,24 @@ def run_cohort(models_dir: Path, metas: list[dict]) -> set[str]:
     return cohort
 
 
+def image_models_for(models_dir: Path, scenario: str) -> str | None:
+    """The image scenario whose fold models ``scenario`` needs: itself, the one the fusion
+    fused (from its fusion.json), or none for a baseline."""
+    if scenario in BASELINE_MODELS:
+        return None
+    if scenario == FUSION:
+        return io.read_json(fold_directories(models_dir, FUSION, "fusion.json")[0] / "fusion.json")["image_scenario"]
+    return scenario
+
+
+def radiomics_settings_for(models_dir: Path, scenario: str) -> dict | None:
+    """The radiomics settings the run's fold models were fitted with, when ``scenario`` needs them."""
+    if scenario not in (*BASELINE_MODELS, FUSION):
+        return None
+    model = "radiomics" if scenario == FUSION else scenario
+    return load_baseline(fold_directories(models_dir, model, "model.pkl")[0] / "model.pkl")["settings"]
+
+
 def predict(
     models_dir: Path,
     input_path: Path,
@@ -157,7 +183,9 @@ def predict(
     none can be scored, a HepredError is raised and nothing is written.
     """
     models_dir = Path(models_dir)
-    model_paths = find_models(models_dir, scenario)
+    image = image_models_for(models_dir, scenario)
+    model_paths = find_models(models_dir, image) if image else []
+    radiomics_settings = radiomics_settings_for(models_dir, scenario)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})
     rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
@@ -173,9 +201,9 @@ def predict(
         for (_, meta), path in zip(models, model_paths):
             if "logit_offsets" not in meta:
                 raise HepredError("model predates the per-rule calibration offsets: rerun train_classifier", path=path)
-        preprocess_cfg = _shared_preprocess_settings([meta for _, meta in models], model_paths)
+        preprocess_cfg = _shared_preprocess_settings([meta for _, meta in models], model_paths) if models else None
         cohort = run_cohort(models_dir, [meta for _, meta in models])
-        sources, errors = [], {}
+        sources, feature_rows, errors = [], [], {}
         for case in cases:
             if case.case_id in cohort:
                 logger.warning(
@@ -194,14 +222,24 @@ def predict(
                     ingest_dir,
                     settings["ingest"]["lesion_labels"],
                 )
-                preprocess_case(
-                    case.case_id,
-                    ingest_dir / "ct.nii.gz",
-                    ingest_dir / "lesion.nii.gz",
-                    preprocess_dir,
-                    preprocess_cfg,
-                    user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
-                )
+                if preprocess_cfg is not None:
+                    preprocess_case(
+                        case.case_id,
+                        ingest_dir / "ct.nii.gz",
+                        ingest_dir / "lesion.nii.gz",
+                        preprocess_dir,
+                        preprocess_cfg,
+                        user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
+                    )
+                if radiomics_settings is not None:
+                    features = radiomics_features(
+                        ingest_dir / "ct.nii.gz",
+                        ingest_dir / "lesion.nii.gz",
+                        case.case_id,
+                        radiomics_settings,
+                        user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
+                    )
+                    feature_rows.append(features.set_index("case_id"))
             except HepredError as error:
                 logger.error("%s", error)
                 errors[case.case_id] = str(error)
@@ -213,7 +251,7 @@ def predict(
         if not sources:
             raise HepredError(f"none of the {len(cases)} case(s) could be scored (see the errors above)")
 
-        per_model = []
+        image_by_fold = {}
         for (model, meta), path in zip(models, model_paths):
             cfg = {
                 **meta["classifier"],
@@ -225,8 +263,16 @@ def predict(
             # Scored as the fold's own test cases were: same test-time views, same offsets.
             logits = view_logits(model, dataset, cfg, device, meta["scenario"])
             patients = patient_table(dataset.item_table(), logits, meta["logit_offsets"])
-            per_model.append(patients.set_index("case_id")[patient_column].rename(str(path)))
+            image_by_fold[int(meta["fold"])] = patients.set_index("case_id")[patient_column].rename(str(path))
             logger.info("%s: %d slices of %d cases scored", path, len(items), len(sources))
+
+    features = pd.concat(feature_rows) if feature_rows else None
+    if scenario in BASELINE_MODELS:
+        per_model = baseline_probabilities(models_dir, scenario, features)
+    elif scenario == FUSION:
+        per_model = fusion_probabilities(models_dir, features, image_by_fold, patient_column)
+    else:
+        per_model = list(image_by_fold.values())
 
     table = pd.concat(per_model, axis=1)
     values = table.to_numpy(dtype=np.float64)

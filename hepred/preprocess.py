@@ -295,10 +295,10 @@ def preprocess_case(
         return _preprocess(case_id, ct_path, lesion_path, out_dir, preprocess_settings(cfg))
     except HepredError as error:
         _remove_outputs(out_dir)
-        originals = {str(Path(copy)): str(user) for copy, user in (user_files or {}).items()}
-        if error.path in originals:
-            raise HepredError(error.message, case_id=error.case_id, path=originals[error.path]) from error
-        raise
+        renamed = error.naming_user_files(user_files)
+        if renamed is error:
+            raise
+        raise renamed from error
     except BaseException:
         _remove_outputs(out_dir)
         raise

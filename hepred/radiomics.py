@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import SimpleITK as sitk
+from radiomics import featureextractor
 
 from hepred.errors import HepredError
 
@@ -19,14 +20,22 @@ FEATURE_CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm", "gldm", "ngt
 VOLUME_FEATURE = "original_shape_VoxelVolume"  # mm³
 
 
-def radiomics_features(ct_path: Path, lesion_path: Path, case_id: str, settings: dict) -> pd.DataFrame:
+def radiomics_features(
+    ct_path: Path, lesion_path: Path, case_id: str, settings: dict, user_files: dict | None = None
+) -> pd.DataFrame:
     """pyradiomics features of the CT (HU) inside the lesion mask, on the CT's own grid, as one row.
 
     The CT is used at its native resolution: the markers of expansion (hypodense islands, the
     blend sign's edge, lobulation) are millimetres wide and would blur in the training cache.
+    ``user_files`` maps the ingested copies to the user's files, which errors name instead.
     """
-    from radiomics import featureextractor
+    try:
+        return _features(Path(ct_path), Path(lesion_path), case_id, settings)
+    except HepredError as error:
+        raise error.naming_user_files(user_files) from None
 
+
+def _features(ct_path: Path, lesion_path: Path, case_id: str, settings: dict) -> pd.DataFrame:
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     ct = _read_image(ct_path, case_id)
     lesion = _read_image(lesion_path, case_id)

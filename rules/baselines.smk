@@ -18,7 +18,12 @@ rule radiomics_features:
         mem_mb=3000,
         runtime=10,
     params:
-        radiomics=config["baselines"]["radiomics"],
+        # Texture settings only: the model settings (inner_folds) must not redo every case.
+        radiomics={
+            k: v for k, v in config["baselines"]["radiomics"].items() if k != "inner_folds"
+        },
+        # Read by the job to name the user's own files in its errors, not the ingested copies.
+        sheet=SHEET,
     script:
         "../workflow_scripts/radiomics_features.py"
 

@@ -17,7 +17,7 @@ def main(smk):
         radiomics_model=Path(smk.input.radiomics_model),
         image_test=Path(smk.input.image_test),
         image_validation=Path(smk.input.image_validation),
-        out_dir=Path(smk.output.patients).parent,
+        out_dir=Path(smk.output[0]).parent,
     )
 
 
