@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PowerTransformer, StandardScaler
 
@@ -51,12 +51,15 @@ def read_feature_table(paths: list[Path]) -> pd.DataFrame:
     frames = []
     for path in paths:
         try:
-            frames.append(pd.read_csv(path, dtype={"case_id": str}))
+            # keep_default_na: a case id such as NA or null is an id, not a missing value.
+            frames.append(pd.read_csv(path, dtype={"case_id": str}, keep_default_na=False, na_values=[""]))
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
             raise HepredError(f"cannot read features: {str(error).splitlines()[0]}", path=path) from None
     table = pd.concat(frames, ignore_index=True).set_index("case_id")
     if table.index.duplicated().any():
-        raise HepredError("appears in more than one feature file", case_id=table.index[table.index.duplicated()][0])
+        case = table.index[table.index.duplicated()][0]
+        files = [str(path) for path, frame in zip(paths, frames) if case in set(frame["case_id"])]
+        raise HepredError(f"appears in more than one feature file ({', '.join(files)})", case_id=case, path=files[0])
     return table
 
 
@@ -105,14 +108,17 @@ def informative_columns(features: pd.DataFrame) -> list[str]:
 def fit_baseline(
     model: str, features: pd.DataFrame, labels: dict[str, int], fitted_on: list[str], inner_folds: int, seed: int
 ) -> dict:
-    """The fitted model of one fold: estimator, the columns it uses and the patients it saw."""
+    """The fitted model of one fold: estimator, the columns it uses, the patients it saw and,
+    for radiomics, those patients' out-of-fold logits (each from a model fitted without it, by
+    the same recipe), which give the fusion an honest scale of the model's scores."""
+    fitted_on = sorted(fitted_on)
     missing = [case for case in fitted_on if case not in features.index]
     if missing:
         raise HepredError("no radiomics features for this case", case_id=missing[0])
     table = model_features(features, model).loc[fitted_on]
     bad = ~np.isfinite(table.to_numpy()).all(axis=1)
     if bad.any():
-        raise HepredError("a feature is not finite", case_id=table.index[bad.argmax()])
+        raise HepredError(f"{model}: a feature is not finite", case_id=table.index[bad.argmax()])
     columns = informative_columns(table)
     if not columns:
         raise HepredError(f"{model}: no feature varies among the fold's training patients")
@@ -121,9 +127,15 @@ def fit_baseline(
     folds = min(inner_folds, positives, len(targets) - positives)
     if len(set(targets)) < 2 or (model == "radiomics" and folds < 2):
         raise HepredError(f"{model}: the fold's training patients need at least 2 of each class")
-    estimator = build_estimator(model, folds, seed)
-    estimator.fit(table[columns].to_numpy(), targets)
-    return {"model": model, "estimator": estimator, "columns": columns, "fitted_on": sorted(fitted_on)}
+    values = table[columns].to_numpy()
+    estimator = build_estimator(model, folds, seed).fit(values, targets)
+    fitted = {"model": model, "estimator": estimator, "columns": columns, "fitted_on": fitted_on, "inner_folds": folds}
+    if model == "radiomics":
+        outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1)
+        fitted["out_of_fold_logits"] = cross_val_predict(
+            build_estimator(model, folds, seed), values, targets, cv=outer, method="decision_function"
+        )
+    return fitted
 
 
 def baseline_logits(fitted: dict, features: pd.DataFrame, cases: list[str]) -> np.ndarray:
@@ -165,7 +177,10 @@ def train_baseline(
     writes ``model.pkl`` and then ``predictions_patients.csv`` into ``out_dir``."""
     features = read_feature_table(feature_files)
     fitted_on = list(fold["train"]) + list(fold["val"])
-    fitted = fit_baseline(model, features, labels, fitted_on, int(settings["inner_folds"]), seed)
+    try:
+        fitted = fit_baseline(model, features, labels, fitted_on, int(settings["inner_folds"]), seed)
+    except HepredError as error:
+        raise HepredError(f"fold {fold_index}: {error.message}", case_id=error.case_id, path=error.path) from None
     test = sorted(fold["test"])
     probability = expit(baseline_logits(fitted, features, test))
     penalty = chosen_penalty(fitted)
@@ -175,7 +190,7 @@ def train_baseline(
         model,
         len(fitted["columns"]),
         len(fitted_on),
-        "" if penalty is None else f", inner-CV penalty C = {penalty:.3g}",
+        "" if penalty is None else f", penalty C = {penalty:.3g} chosen by {fitted['inner_folds']}-fold inner CV",
         len(test),
     )
     out_dir = Path(out_dir)
@@ -203,15 +218,16 @@ def _logits(probability: np.ndarray) -> np.ndarray:
 
 def _read_patients(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype={"case_id": str}).set_index("case_id")
+        return pd.read_csv(path, dtype={"case_id": str}, keep_default_na=False, na_values=[""]).set_index("case_id")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise HepredError(f"cannot read predictions: {str(error).splitlines()[0]}", path=path) from None
 
 
 def fusion_scale(image_val: np.ndarray, radiomics_reference: np.ndarray) -> dict[str, float]:
     """What puts the image logit on the radiomics logit's scale: the mean and SD of the image
-    model's logits on the fold's validation patients, and of the radiomics logits of the
-    patients that model was fitted on. No label is used."""
+    model's logits on the fold's validation patients (which it never trained on), and of the
+    radiomics model's out-of-fold logits of the patients it was fitted on (in-sample logits
+    spread wider than on new patients and would tilt the equal weights). No label is used."""
     image_sd = float(np.std(image_val))
     return {
         "image_mean": float(np.mean(image_val)),
@@ -249,7 +265,7 @@ def train_fusion(
     absent = sorted(set(test) - set(image_test_rows.index))
     if absent:
         raise HepredError("test patient missing from the image model's predictions", case_id=absent[0], path=image_test)
-    radiomics_reference = baseline_logits(fitted, features, fitted["fitted_on"])
+    radiomics_reference = fitted["out_of_fold_logits"]
     radiomics_test = baseline_logits(fitted, features, test)
     scales = {column: fusion_scale(_logits(image_val_rows[column]), radiomics_reference) for column in PATIENT_RULES}
     by_rule = {

@@ -50,6 +50,13 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
     if errors:
         raise HepredError(_describe(errors[0]), path=source)
     baselines = filled["baselines"]
+    for key in ("null_control", "fusion"):
+        if baselines[key] and baselines[key] not in filled["classifier"]["scenarios"]:
+            raise HepredError(
+                f"config baselines.{key}: {baselines[key]!r} is not among classifier.scenarios "
+                f"({', '.join(filled['classifier']['scenarios'])}): the summary compares it with that scenario",
+                path=source,
+            )
     if baselines["fusion"] and "radiomics" not in baselines["models"]:
         raise HepredError(
             f"config baselines.fusion: {baselines['fusion']!r} fuses with the radiomics model, "

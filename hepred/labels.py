@@ -72,5 +72,6 @@ def compute_labels(cases: list[Case], volumes: dict[str, dict], cfg: dict, sheet
 
 
 def read_labels(path: str | Path) -> dict[str, int]:
-    frame = pd.read_csv(path, dtype={"case_id": str})
+    # keep_default_na: a case id such as NA or null is an id, not a missing value.
+    frame = pd.read_csv(path, dtype={"case_id": str}, keep_default_na=False, na_values=[""])
     return dict(zip(frame["case_id"], frame["label"].astype(int)))

@@ -122,7 +122,7 @@ def run_rule_and_threshold(models_dir: Path, settings: dict | None) -> tuple[str
                 path=models_dir,
             )
         return str(run["aggregation"]), float(run["threshold"])
-    rule, threshold = settings["statistics"]["aggregation"], float(settings["classifier"]["threshold"])
+    rule, threshold = settings["statistics"]["aggregation"], float(settings["statistics"]["threshold"])
     if run is not None and (run["aggregation"], float(run["threshold"])) != (rule, threshold):
         logger.warning(
             "the run used patient rule %s and threshold %g (%s); the config given says %s and %g, which are applied",
@@ -175,7 +175,7 @@ def predict(
     """Mean HE probability over the fold models of ``scenario`` for each input case, written to ``out_csv``.
 
     ``config`` (the workflow config, optional) supplies ``device``, ``ingest.lesion_labels``,
-    ``classifier.threshold`` / ``batch_size`` / ``num_workers`` and ``statistics.aggregation``
+    ``classifier.batch_size`` / ``num_workers`` and ``statistics.aggregation`` / ``threshold``
     (how a patient's slice probabilities combine); without it the run's own rule and
     threshold apply (see ``run_rule_and_threshold``). The image settings always come from the
     models. Ingest and preprocess outputs go to ``work_dir`` (a temporary directory, removed

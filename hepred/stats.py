@@ -36,6 +36,8 @@ CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
 # a patient-level baseline (volume, radiomics) or the fusion of radiomics with an image scenario.
 # "null_control", not "null": pandas reads a bare null in a CSV as a missing value.
 KINDS = ("image", "fusion", "baseline", "null_control")  # also the order of the rows
+# Fold-AUC differences are compared to this many decimals (ties must stay ties).
+WILCOXON_DECIMALS = 12
 BASELINE_NAMES = ("volume", "radiomics")
 REQUIRED_COLUMNS = ("case_id", "fold", "scenario", "label")
 DEFAULTS = {
@@ -79,7 +81,8 @@ def read_predictions_file(path: Path, probability_column: str) -> pd.DataFrame:
     """One predictions_patients.csv as (case_id, fold, scenario, label, probability), validated."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={"case_id": str, "scenario": str})
+        # keep_default_na: a case id such as NA or null is an id, not a missing value.
+        frame = pd.read_csv(path, dtype={"case_id": str, "scenario": str}, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise HepredError("predictions file not found", path=path) from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -405,20 +408,21 @@ def wilcoxon_folds(values_other: pd.Series, values_reference: pd.Series) -> dict
     Folds where either value is NaN are left out. NaN when no fold remains or all differences
     are zero (the test is then undefined). The p-value comes from the exact distribution of
     the statistic over all 2**k sign flips of the observed differences, which stays exact
-    when differences tie (midranks) where the normal approximation would be used otherwise.
+    when differences tie (midranks).
     With k folds the two-sided p cannot go below 2 / 2**k (0.0625 for 5 folds): it can never
     reach 0.05 with 5 folds.
     """
     paired = pd.concat([values_other.rename("other"), values_reference.rename("reference")], axis=1).dropna()
-    differences = paired["other"] - paired["reference"]
+    # Rounded so that differences equal on paper (0.9 - 0.8 and 0.8 - 0.7) tie in their ranks
+    # instead of being split by floating-point error.
+    differences = np.round((paired["other"] - paired["reference"]).to_numpy(), WILCOXON_DECIMALS)
     result = {"n_folds": int(len(paired)), "statistic": math.nan, "p": math.nan}
     if len(paired) == 0 or bool((differences == 0).all()):
         return result
     outcome = stats.wilcoxon(
-        paired["other"].to_numpy(),
-        paired["reference"].to_numpy(),
+        differences,
         alternative="two-sided",
-        method=stats.PermutationMethod(n_resamples=2 ** len(paired)),
+        method=stats.PermutationMethod(n_resamples=np.inf),
     )
     result.update(statistic=float(outcome.statistic), p=float(outcome.pvalue))
     return result
@@ -518,9 +522,12 @@ def evaluate_scenarios(frame: pd.DataFrame, cfg: dict, reference: str) -> dict[s
             entry["vs_reference"] = {"delong": delong, "mcnemar": mcnemar, "wilcoxon": wilcoxon}
         results[scenario] = entry
     best_image = compare_with_best_image(results, by_scenario, labels)
-    holm = holm_adjust({name: entry["vs_reference"]["delong"]["p"] for name, entry in results.items() if name != reference})
-    for name, p in holm.items():
-        results[name]["vs_reference"]["delong"]["p_holm"] = p
+    holm = holm_adjust(
+        {name: entry["vs_reference"]["delong"]["p"] for name, entry in results.items() if in_holm_family(name, reference)}
+    )
+    for name, entry in results.items():
+        if name != reference:
+            entry["vs_reference"]["delong"]["p_holm"] = holm.get(name, math.nan)
     return {
         "scenarios": results,
         "best_image": best_image,
@@ -544,23 +551,37 @@ def compare_with_best_image(results: dict[str, Any], by_scenario: dict[str, pd.D
     for name, entry in results.items():
         if name != best:
             entry["vs_best_image"] = delong_test(labels, by_scenario[name]["probability"].to_numpy(), best_probabilities)
-            raw[name] = entry["vs_best_image"]["p"]
-    for name, p in holm_adjust(raw).items():
-        results[name]["vs_best_image"]["p_holm"] = p
+            if in_holm_family(name, best):
+                raw[name] = entry["vs_best_image"]["p"]
+    holm = holm_adjust(raw)
+    for name, entry in results.items():
+        if name != best:
+            entry["vs_best_image"]["p_holm"] = holm.get(name, math.nan)
     return best
 
 
+def in_holm_family(scenario: str, reference: str) -> bool:
+    """Whether a comparison with ``reference`` counts towards its Holm family: every model but
+    the reference itself and the null controls, which are checks, not findings (their raw p
+    stands alone)."""
+    return scenario != reference and scenario_kind(scenario) != "null_control"
+
+
 def null_verdicts(results: dict[str, Any], by_scenario: dict[str, pd.DataFrame], labels: np.ndarray) -> list[dict]:
-    """For each null control: does the best model that learned from true labels beat it?"""
+    """For each null control: does the recipe it shadows beat it, and does the best model that
+    learned from true labels? (DeLong, two-sided, p < 0.05 with a higher AUC.)"""
     learned = [name for name in results if scenario_kind(name) != "null_control"]
     best = max(learned, key=lambda name: (results[name]["pooled"]["auc"], name))
     verdicts = []
     for null in (name for name in results if scenario_kind(name) == "null_control"):
-        test = delong_test(
-            labels, by_scenario[best]["probability"].to_numpy(), by_scenario[null]["probability"].to_numpy()
-        )
-        beats = test["auc_difference"] > 0 and test["p"] < 0.05
-        verdicts.append({"best": best, "null": null, "delong": test, "beats_null": bool(beats)})
+        recipe = null.removeprefix("null_")
+        for model in dict.fromkeys(name for name in (recipe, best) if name in results):
+            test = delong_test(
+                labels, by_scenario[model]["probability"].to_numpy(), by_scenario[null]["probability"].to_numpy()
+            )
+            beats = test["auc_difference"] > 0 and test["p"] < 0.05
+            role = "recipe" if model == recipe else "best"
+            verdicts.append({"model": model, "role": role, "null": null, "delong": test, "beats_null": bool(beats)})
     return verdicts
 
 
@@ -627,8 +648,8 @@ def method_note(cfg: dict, reference: str, n_folds: int) -> str:
         f"test over the per-fold AUCs (with {n_folds} folds the smallest attainable two-sided p is "
         f"{minimum_wilcoxon_p(n_folds):.4g}; exact sign-flip distribution, also with tied differences). "
         "Every scenario is also compared with the image scenario of highest pooled AUC (DeLong). All tests are "
-        "two-sided; Holm-adjusted DeLong p-values (family: all comparisons against the same scenario) stand "
-        "beside the raw ones. Baselines (volume, radiomics) and the fusion are patient-level models fitted on "
+        "two-sided; Holm-adjusted DeLong p-values (family: all comparisons against the same scenario, null "
+        "controls left out) stand beside the raw ones. Baselines (volume, radiomics) and the fusion are patient-level models fitted on "
         "each fold's training and validation patients; a null control is an image scenario trained on labels "
         "permuted within each fold's training and validation patients and scored against the true labels: "
         "its AUC is what that recipe reaches without learning from labels."
@@ -641,9 +662,14 @@ def null_sentences(evaluation: dict[str, Any]) -> list[str]:
     for verdict in evaluation["null_verdicts"]:
         test = verdict["delong"]
         outcome = "beats" if verdict["beats_null"] else "does **not** beat"
+        who = (
+            f"{verdict['model']} (AUC {test['auc_a']:.3f}), trained as the null control but on the true labels,"
+            if verdict["role"] == "recipe"
+            else f"The best model, {verdict['model']} (AUC {test['auc_a']:.3f}),"
+        )
         lines.append(
-            f"**Null control.** The best model, {verdict['best']} (AUC {test['auc_a']:.3f}), {outcome} the null "
-            f"control {verdict['null']} (AUC {test['auc_b']:.3f} against the true labels; ΔAUC "
+            f"**Null control.** {who} {outcome} the null control "
+            f"{verdict['null']} (AUC {test['auc_b']:.3f} against the true labels; ΔAUC "
             f"{test['auc_difference']:+.3f}, DeLong p {_fmt_p(test['p'])})."
         )
     return lines

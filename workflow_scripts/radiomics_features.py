@@ -1,14 +1,20 @@
 """pyradiomics features of one case's baseline CT inside its lesion mask."""
 from pathlib import Path
 
-from hepred.radiomics import radiomics_features
 from hepred.io import write_csv
+from hepred.radiomics import radiomics_features
+from hepred.samplesheet import find_case, read_sample_sheet
 from hepred.workflow import run_script
 
 
 def main(smk):
+    case = find_case(read_sample_sheet(smk.params.sheet), smk.wildcards.case, smk.params.sheet)
     features = radiomics_features(
-        Path(smk.input.ct), Path(smk.input.lesion), smk.wildcards.case, smk.params.radiomics
+        Path(smk.input.ct),
+        Path(smk.input.lesion),
+        smk.wildcards.case,
+        smk.params.radiomics,
+        user_files={smk.input.ct: case.ct, smk.input.lesion: case.lesion},
     )
     write_csv(smk.output[0], features)
 

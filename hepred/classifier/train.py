@@ -99,7 +99,6 @@ DEFAULTS = {
     "lr_schedule": "onecycle",
     "weight_ema": 0.0,
     "num_workers": 0,
-    "threshold": 0.5,
     "monitor": "val_loss",
     "min_epochs": 1,
 }
@@ -565,6 +564,7 @@ def train_classifier(
         torch.backends.cudnn.benchmark = True
 
     recipe = image_scenario(scenario)
+    true_labels = labels
     if recipe != scenario:
         labels = permuted_labels(labels, fold, seed)
         log.info("null control: %s's training on labels permuted within the training and validation patients", recipe)
@@ -663,8 +663,11 @@ def train_classifier(
     )
     save_curve(out_dir, state["curve"], state["best_epoch"])
     slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offsets)
-    # The validation patients' calibrated scores: what a fusion may learn the image model's scale from.
-    io.write_csv(out_dir / "predictions_validation.csv", scored_patients(val_set, val_logits, offsets, fold_index, scenario))
+    # The validation patients' calibrated scores: what a fusion may learn the image model's scale
+    # from. Their label column holds the true labels, also for a null control (never the permuted).
+    validation = scored_patients(val_set, val_logits, offsets, fold_index, scenario)
+    validation["label"] = validation["case_id"].map(true_labels).astype(int)
+    io.write_csv(out_dir / "predictions_validation.csv", validation)
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
     log.info(

@@ -112,10 +112,35 @@ def test_volume_and_radiomics_models_learn_from_the_fitted_patients_only():
     assert roc_auc_score(truth, baseline_logits(radiomics, table, held_out)) > roc_auc_score(
         truth, baseline_logits(volume, table, held_out)
     )
-    # Changing a held-out patient's label changes nothing: the models never saw it.
-    relabelled = {**labels, held_out[0]: 1 - labels[held_out[0]]}
-    again = fit_baseline("radiomics", table, relabelled, fitted_on, inner_folds=3, seed=0)
-    assert np.array_equal(baseline_logits(again, table, held_out), baseline_logits(radiomics, table, held_out))
+    # Out-of-fold logits of the fitted patients: each from a model that did not see it, so
+    # they rank the fitted patients about as well as new ones and spread less than in-sample ones.
+    out_of_fold = radiomics["out_of_fold_logits"]
+    assert len(out_of_fold) == len(fitted_on)
+    assert np.std(out_of_fold) < np.std(baseline_logits(radiomics, table, radiomics["fitted_on"]))
+    assert roc_auc_score([labels[c] for c in radiomics["fitted_on"]], out_of_fold) > 0.6
+
+
+def test_a_fold_model_sees_neither_its_test_labels_nor_its_test_features(tmp_path):
+    table, labels = feature_table(n=80)
+    cases = list(table.index)
+    fold = {"train": cases[:50], "val": cases[50:64], "test": cases[64:]}
+    features = write_feature_files(tmp_path / "features", table)
+    first = train_baseline("radiomics", 0, fold, labels, features, SETTINGS, tmp_path / "a", 0)
+    # Other labels and other features for the test patients: the same model, so the same scores
+    # wherever the test features are the same.
+    relabelled = {**labels, **{case: 1 - labels[case] for case in fold["test"]}}
+    shuffled = table.copy()
+    shuffled.loc[fold["test"][:8]] = shuffled.loc[fold["test"][8:]].to_numpy()[:8]
+    second = train_baseline(
+        "radiomics", 0, fold, relabelled, write_feature_files(tmp_path / "other", shuffled), SETTINGS, tmp_path / "b", 0
+    )
+    same = fold["test"][8:]
+    assert first.set_index("case_id").loc[same, "probability"].tolist() == pytest.approx(
+        second.set_index("case_id").loc[same, "probability"].tolist()
+    )
+    assert (tmp_path / "a" / "model.pkl").read_bytes() != b""
+    a, b = load_baseline(tmp_path / "a" / "model.pkl"), load_baseline(tmp_path / "b" / "model.pkl")
+    assert np.array_equal(a["out_of_fold_logits"], b["out_of_fold_logits"])
 
 
 def test_a_missing_feature_row_names_the_case():
@@ -177,10 +202,25 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
     validation = pd.read_csv(image_dir / "predictions_validation.csv")
     model = load_baseline(radiomics_dir / "model.pkl")
     radiomics_test = baseline_logits(model, table, sorted(fold["test"]))
-    reference = baseline_logits(model, table, model["fitted_on"])
+    stored = json.loads((out / "fusion.json").read_text())
     for column in PATIENT_RULES:
-        scale = fusion_scale(logit(validation[column].to_numpy()), reference)
+        scale = stored["scale"][column]
+        # The image model's scale is that of its validation patients, the radiomics model's
+        # that of its out-of-fold logits: never a test patient's.
+        image_val = logit(validation[column].to_numpy())
+        assert (scale["image_mean"], scale["image_sd"]) == pytest.approx((image_val.mean(), image_val.std()))
+        oof = model["out_of_fold_logits"]
+        assert (scale["radiomics_mean"], scale["radiomics_sd"]) == pytest.approx((oof.mean(), oof.std()))
         expected = expit(fuse_logits(logit(image.loc[sorted(fold["test"]), column].to_numpy()), radiomics_test, scale))
         assert fused[column].to_numpy() == pytest.approx(expected)
-        assert json.loads((out / "fusion.json").read_text())["scale"][column] == pytest.approx(scale)
     assert written["n_slices"].tolist() == [3] * len(fold["test"])
+
+    # Other test scores and test labels change the fused test scores, never the scale.
+    image["probability"] = expit(rng.normal(0, 3, len(image)))
+    image.reset_index().to_csv(image_dir / "predictions_patients.csv", index=False)
+    relabelled = {**labels, **{case: 1 - labels[case] for case in fold["test"]}}
+    train_fusion(
+        0, fold, relabelled, features, radiomics_dir / "model.pkl",
+        image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", tmp_path / "again",
+    )
+    assert json.loads((tmp_path / "again" / "fusion.json").read_text())["scale"] == stored["scale"]

@@ -440,9 +440,11 @@ def test_null_control_trains_on_permuted_labels_and_is_scored_on_the_true_ones(c
     patients = pd.read_csv(null / "predictions_patients.csv")
     assert list(patients["label"]) == [LABELS[c] for c in FOLD["test"]]
     assert (patients["scenario"] == "null_t3").all()
-    # Its validation table carries the labels it was trained on: permuted, not the true ones.
+    # Its validation table, too, holds the true labels: no file a later stage may read carries
+    # the permuted ones (here a validation patient's label was swapped).
     permuted = permuted_labels(LABELS, FOLD, seed=3)
+    assert any(permuted[c] != LABELS[c] for c in FOLD["val"])
     validation = pd.read_csv(null / "predictions_validation.csv")
     assert list(validation.columns) == PATIENT_COLUMNS
-    assert dict(zip(validation["case_id"], validation["label"])) == {c: permuted[c] for c in FOLD["val"]}
+    assert dict(zip(validation["case_id"], validation["label"])) == {c: LABELS[c] for c in FOLD["val"]}
     assert (null / "predictions_slices.csv").read_text() != (real / "predictions_slices.csv").read_text()

@@ -114,7 +114,7 @@ def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
     assert np.load(tmp_path / "work" / "preprocess" / "new1" / "hu.npy", mmap_mode="r").shape[1:] == (32, 32)
 
     strict = predict(
-        models_dir, sheet, tmp_path / "strict.csv", config={"device": "cpu", "classifier": {"threshold": 1.0}}
+        models_dir, sheet, tmp_path / "strict.csv", config={"device": "cpu", "statistics": {"threshold": 1.0}}
     )
     assert (strict["prediction"] == 0).all()
     np.testing.assert_allclose(strict["probability"], result["probability"])
