@@ -51,9 +51,13 @@ def _features(ct_path: Path, lesion_path: Path, case_id: str, settings: dict) ->
         additionalInfo=False,
     )
     extractor.disableAllFeatures()
-    extractor.enableFeatureClassByName("firstorder")
-    for name in FEATURE_CLASSES[1:]:
+    for name in FEATURE_CLASSES:
         extractor.enableFeatureClassByName(name)
+    sigmas = [float(sigma) for sigma in settings.get("log_sigma_mm", [])]
+    if sigmas:
+        # Laplacian of Gaussian images (IBSI 2 filter): blobs and texture at these scales, above
+        # the pixel noise that dominates the original image's finest texture.
+        extractor.enableImageTypeByName("LoG", customArgs={"sigma": sigmas})
     try:
         values = extractor.execute(sitk.Cast(ct, sitk.sitkFloat32), mask)
     except (ValueError, RuntimeError) as error:

@@ -224,3 +224,13 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
         image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", tmp_path / "again",
     )
     assert json.loads((tmp_path / "again" / "fusion.json").read_text())["scale"] == stored["scale"]
+
+
+def test_log_scales_add_features_of_the_filtered_images(tmp_path):
+    ct, lesion = write_case(tmp_path / "a", radius_mm=8.0, hypodense=True, seed=0)
+    plain = radiomics_features(ct, lesion, "a", SETTINGS)
+    filtered = radiomics_features(ct, lesion, "a", {**SETTINGS, "log_sigma_mm": [2.0]})
+    added = sorted(set(filtered.columns) - set(plain.columns))
+    assert added and all(name.startswith("log-sigma-2-0-mm") for name in added)
+    assert "log-sigma-2-0-mm-3D_firstorder_Mean" in added or "log-sigma-2-0-mm-2D_firstorder_Mean" in added
+    assert filtered[plain.columns].equals(plain)
