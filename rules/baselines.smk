@@ -20,7 +20,9 @@ rule radiomics_features:
     params:
         # Texture settings only: the model settings (inner_folds) must not redo every case.
         radiomics={
-            k: v for k, v in config["baselines"]["radiomics"].items() if k != "inner_folds"
+            k: v
+            for k, v in config["baselines"]["radiomics"].items()
+            if k != "inner_folds"
         },
         # Read by the job to name the user's own files in its errors, not the ingested copies.
         sheet=SHEET,
@@ -36,10 +38,10 @@ rule train_baseline:
     output:
         model=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/model.pkl",
         patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
-    wildcard_constraints:
-        scenario="|".join(BASELINE_MODELS),
     log:
         f"{RESULTS}/logs/fold_{{fold}}/train_baseline_{{scenario}}.log",
+    wildcard_constraints:
+        scenario="|".join(BASELINE_MODELS),
     conda:
         "../envs/hepred.yaml"
     resources:

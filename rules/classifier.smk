@@ -20,12 +20,12 @@ rule train_classifier:
             caption="../report/training_curve.rst",
             labels={"fold": "{fold}", "scenario": "{scenario}"},
         ),
-    wildcard_constraints:
-        scenario=r"(null_)?t\d+",
     log:
         f"{RESULTS}/logs/fold_{{fold}}/train_classifier_{{scenario}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/train_classifier_{{scenario}}.tsv"
+    wildcard_constraints:
+        scenario=r"(null_)?t\d+",
     conda:
         "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]

@@ -58,7 +58,10 @@ NULL_CONTROL = (
 FUSION_IMAGE = config["baselines"]["fusion"]
 # Every row of the statistics: image scenarios, null control, baselines, fusion.
 SCENARIOS = (
-    IMAGE_SCENARIOS + NULL_CONTROL + BASELINE_MODELS + (["fusion"] if FUSION_IMAGE else [])
+    IMAGE_SCENARIOS
+    + NULL_CONTROL
+    + BASELINE_MODELS
+    + (["fusion"] if FUSION_IMAGE else [])
 )
 
 

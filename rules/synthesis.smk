@@ -22,6 +22,8 @@ rule train_generator:
         f"{RESULTS}/logs/fold_{{fold}}/train_generator.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/train_generator.tsv"
+    # First: the generator and its synthesis are on the path to every t3/t5 job of the fold.
+    priority: 10
     conda:
         "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]
@@ -55,6 +57,8 @@ rule synthesize:
         f"{RESULTS}/logs/fold_{{fold}}/synthesize.log",
     benchmark:
         f"{RESULTS}/benchmarks/fold_{{fold}}/synthesize.tsv"
+    # First: the generator and its synthesis are on the path to every t3/t5 job of the fold.
+    priority: 10
     conda:
         "../envs/hepred.yaml"
     threads: config["resources"]["training_threads"]
