@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PowerTransformer, StandardScaler
 
@@ -125,17 +125,27 @@ def fit_baseline(
     targets = np.array([labels[case] for case in fitted_on])
     positives = int(targets.sum())
     folds = min(inner_folds, positives, len(targets) - positives)
-    if len(set(targets)) < 2 or (model == "radiomics" and folds < 2):
-        raise HepredError(f"{model}: the fold's training patients need at least 2 of each class")
+    # Radiomics nests its penalty search inside the out-of-fold split: 3 of each class at least.
+    if len(set(targets)) < 2 or (model == "radiomics" and folds < 3):
+        raise HepredError(f"{model}: the fold's training patients need at least 3 of each class")
     values = table[columns].to_numpy()
     estimator = build_estimator(model, folds, seed).fit(values, targets)
     fitted = {"model": model, "estimator": estimator, "columns": columns, "fitted_on": fitted_on, "inner_folds": folds}
     if model == "radiomics":
-        outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1)
-        fitted["out_of_fold_logits"] = cross_val_predict(
-            build_estimator(model, folds, seed), values, targets, cv=outer, method="decision_function"
-        )
+        fitted["out_of_fold_logits"] = out_of_fold_logits(values, targets, folds, seed)
     return fitted
+
+
+def out_of_fold_logits(values: np.ndarray, targets: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each patient's radiomics logit from the recipe fitted without it (stratified ``folds``-fold),
+    the inner penalty search shrunk to the classes that each outer split leaves."""
+    logits = np.empty(len(targets))
+    for train, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(values, targets):
+        positives = int(targets[train].sum())
+        inner = max(2, min(folds, positives, len(train) - positives))
+        estimator = build_estimator("radiomics", inner, seed).fit(values[train], targets[train])
+        logits[held_out] = estimator.decision_function(values[held_out])
+    return logits
 
 
 def baseline_logits(fitted: dict, features: pd.DataFrame, cases: list[str]) -> np.ndarray:

@@ -216,7 +216,7 @@ def baseline_models(models_dir: Path, sheet: Path, tmp_path: Path) -> Path:
     labels = {case: int(i % 2) for i, case in enumerate(cohort.index)}
     for fold in range(2):
         for model in ("volume", "radiomics"):
-            fitted = fit_baseline(model, cohort, labels, list(cohort.index), inner_folds=2, seed=fold)
+            fitted = fit_baseline(model, cohort, labels, list(cohort.index), inner_folds=3, seed=fold)
             folder = models_dir / f"fold_{fold}" / "classifier" / model
             folder.mkdir(parents=True)
             (folder / "model.pkl").write_bytes(pickle.dumps({**fitted, "fold": fold, "seed": fold, "settings": RADIOMICS}))

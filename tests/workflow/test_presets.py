@@ -13,7 +13,10 @@ def test_preset_passes_a_dry_run(workdir, preset):
     output = result.stdout + result.stderr
     assert "train_classifier" in output and "train_generator" in output and "statistics" in output
     if preset == "paper.yaml":
-        assert "20 train_classifier" in " ".join(output.split()) or "train_classifier 20" in " ".join(output.split())
+        # 4 scenarios and the null control null_t2, 5 folds each.
+        planned = " ".join(output.split())
+        assert "25 train_classifier" in planned or "train_classifier 25" in planned
+        assert "train_baseline 10" in planned and "fusion 5" in planned
 
 
 def test_paper_preset_file_matches_the_package_constant():
