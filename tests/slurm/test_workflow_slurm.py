@@ -41,7 +41,8 @@ CHEAP_TARGETS = [f"{RESULTS}/folds/splits.json"] + [
 ]
 WORKFLOW_RULES = {
     "simulate_demo", "ingest", "preprocess", "labels", "folds", "skull_strip_dice",
-    "train_generator", "synthesize", "train_classifier", "statistics",
+    "train_generator", "synthesize", "train_classifier", "radiomics_features", "train_baseline", "fusion",
+    "statistics",
 }  # fmt: skip
 GPU_RULES = {"train_generator", "synthesize", "train_classifier"}
 
@@ -188,9 +189,11 @@ def test_slurm_run_gives_the_results_of_a_local_run(slurm_cluster, cheap_stages,
     assert result.returncode == 0, output[-8000:]
     expected = local.results()
     tables = ["statistics/summary.csv"] + sorted(
-        str(p.relative_to(expected)) for p in expected.glob("fold_*/classifier/*/predictions_slices.csv")
+        str(p.relative_to(expected)) for p in expected.glob("fold_*/classifier/*/predictions_*.csv")
     )
-    assert len(tables) == 1 + TINY["folds"]["k"] * 4  # 4 scenarios per fold
+    # Per fold: 4 image scenarios and the null control (slices, patients, validation tables),
+    # volume, radiomics and fusion (patients).
+    assert len(tables) == 1 + TINY["folds"]["k"] * (5 * 3 + 3)
     assert_same_tables(expected, on_slurm / RESULTS, tables)
     # Every rule ran as a SLURM job; the profile gave a GPU to the network rules only.
     calls = sbatch_calls(output)
