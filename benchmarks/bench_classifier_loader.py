@@ -37,7 +37,8 @@ def measure(quick: bool) -> list[Figure]:
     from hepred.classifier import classifier_settings
     from hepred.classifier.data import EpochShuffle
     from hepred.classifier.model import build_model
-    from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
+    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.train import Learner, build_datasets, train_epoch
     from hepred.config import load_config
 
     use = 8 if quick else N_CASES
@@ -97,14 +98,16 @@ def paper_preset_feed(quick: bool) -> list[Figure]:
     from cohorts import one_fold, stand_in_cache
     from harness import CACHE
 
-    from hepred.classifier import PAPER_PRESET, classifier_settings
+    from hepred.classifier import classifier_settings
+    from hepred.config import paper_preset
     from hepred.classifier.data import EpochShuffle
-    from hepred.classifier.train import build_datasets, make_loader
+    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.train import build_datasets
 
     root = CACHE / "stand_in_512"
     labels = stand_in_cache(root, 12, size=512, n_slices=30)
     fold = one_fold(sorted(labels), val_fraction=0.1, test_fraction=0.1)
-    cfg = classifier_settings({**PAPER_PRESET, "batch_size": 32})
+    cfg = classifier_settings({**paper_preset()["classifier"], "batch_size": 32, "num_workers": 0})
     quiet = logging.getLogger("bench")
     quiet.setLevel(logging.ERROR)
     train_set, _, _ = build_datasets(fold, "t2", labels, root, None, cfg, [{"level": 40, "width": 80}], quiet)

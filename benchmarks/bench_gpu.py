@@ -102,8 +102,8 @@ def training_step(variant: str, cfg: dict, device, s: Settings):
 
     import torch
 
-    from hepred.classifier import build_model, train_step
-    from hepred.classifier.train import focal_loss
+    from hepred.classifier import build_model
+    from hepred.classifier.train import focal_loss, train_step
 
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
@@ -169,8 +169,12 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
     import torch
     from cohorts import one_fold, stand_in_cache
 
-    from hepred.classifier import PAPER_PRESET, build_model, classifier_settings
-    from hepred.classifier.train import Learner, build_datasets, make_loader, train_epoch
+    from hepred.classifier import build_model, classifier_settings
+    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.train import Learner, build_datasets, train_epoch
+    from hepred.config import paper_preset
+
+    paper = paper_preset()["classifier"]
 
     started = time.perf_counter()
     labels = stand_in_cache(tmp / "cache", s.cases, size=s.image, n_slices=30)
@@ -179,10 +183,10 @@ def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Fig
     windows = [{"level": 40, "width": 80}]
     quiet = logging.getLogger("bench_gpu")
     quiet.setLevel(logging.ERROR)
-    min_pixels = PAPER_PRESET["min_lesion_pixels"] * (s.image / 512) ** 2
+    min_pixels = paper["min_lesion_pixels"] * (s.image / 512) ** 2
     figures = []
     for workers in s.workers:
-        cfg = classifier_settings({**PAPER_PRESET, "image_size": s.image, "batch_size": s.batch,
+        cfg = classifier_settings({**paper, "image_size": s.image, "batch_size": s.batch,
                                    "min_lesion_pixels": int(min_pixels), "num_workers": workers})
         train_set, _, _ = build_datasets(fold, "t2", labels, tmp / "cache", None, cfg, windows, quiet)
         torch.manual_seed(0)

@@ -31,7 +31,7 @@ def child(n_cases: int, out_dir: Path) -> None:
     harness.limit_threads(1)
     from cohorts import one_fold, stand_in_cache
 
-    from hepred.classifier import train_classifier
+    from hepred.classifier.train import train_classifier
 
     root = CACHE / "stand_in_128"
     labels = stand_in_cache(root, n_cases)

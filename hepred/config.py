@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,18 @@ import yaml
 from hepred.errors import HepredError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+# The paper's settings (Yalcin et al. 2024): the one copy, beside the workflow this package ships with.
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
 def load_schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """config.schema.yaml: the one place where every setting's default, type and range live."""
+    return copy.deepcopy(_schema())
 
 
 def _extend_with_defaults(validator_class):
@@ -35,17 +44,67 @@ def _extend_with_defaults(validator_class):
 _DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft7Validator)
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+def _describe(error: jsonschema.ValidationError, section: str | None = None) -> str:
+    where = ".".join(str(p) for p in [*([section] if section else []), *error.absolute_path]) or "(top level)"
     if error.validator == "additionalProperties":
         return f"config {where}: {error.message} (see config.schema.yaml for the allowed keys)"
+    if error.validator == "contains" and error.validator_value == {"const": "t1"}:
+        return (
+            f"config {where}: {error.instance} lacks t1, the reference scenario that every other "
+            "row is tested against; add t1"
+        )
     return f"config {where}: {error.message}"
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def coerce_numbers(instance: Any, schema: dict[str, Any]) -> Any:
+    """``instance`` with numbers written as strings turned into numbers where ``schema`` wants one.
+
+    PyYAML reads ``1e-5`` (YAML 1.1 wants ``1.0e-5``) and Snakemake's ``--config
+    preprocess='{size: 256}'`` gives ``'256'``: both are what the user meant, so they are
+    read as the number; a string that is no number is left for the schema to refuse.
+    """
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if isinstance(instance, str) and types & {"integer", "number"} and "string" not in types:
+        value = _number(instance.strip())
+        if value is not None and ("number" in types or float(value).is_integer()):
+            return int(value) if "number" not in types else value
+        return instance
+    if isinstance(instance, dict) and "properties" in schema:
+        return {
+            key: coerce_numbers(value, schema["properties"][key]) if key in schema["properties"] else value
+            for key, value in instance.items()
+        }
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [coerce_numbers(value, schema["items"]) for value in instance]
+    return instance
+
+
+def section_settings(section: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """One config section (given in part, or None) with the schema's defaults filled in and
+    checked against the schema, so that code called without Snakemake (tests, predict,
+    benchmarks) reads the same defaults as a workflow run; one HepredError line on a problem."""
+    schema = _schema()["properties"][section]
+    filled = coerce_numbers(copy.deepcopy(dict(cfg or {})), schema)
+    errors = sorted(_DefaultFillingValidator(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise HepredError(_describe(errors[0], section))
+    return filled
 
 
 def validate_config(config: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
     """Return a validated copy with defaults filled; raise one HepredError line on the first problem."""
-    filled = copy.deepcopy(config) if config is not None else {}
-    validator = _DefaultFillingValidator(load_schema())
+    schema = _schema()
+    filled = coerce_numbers(copy.deepcopy(config) if config is not None else {}, schema)
+    validator = _DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         raise HepredError(_describe(errors[0]), path=source)
@@ -77,6 +136,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     for key, value in (overrides or {}).items():
         raw[key] = value
     return validate_config(raw, source=path)
+
+
+def paper_preset() -> dict[str, Any]:
+    """configs/paper.yaml with the schema's defaults filled in (for benchmarks and tests that
+    use the paper's settings without the workflow)."""
+    return load_config(PAPER_CONFIG)
 
 
 def _cell(text: str) -> str:

@@ -5,6 +5,8 @@ A module of its own, without torch, so that the statistics, the baselines and pr
 the same names as the classifier that writes them.
 """
 
+import pandas as pd
+
 # Column of predictions_patients.csv -> the rule that combines a patient's slices into it.
 PATIENT_RULES = {"probability": "mean", "probability_max": "max", "probability_middle": "middle"}
 # Rule -> its column (statistics.aggregation names a rule).
@@ -19,3 +21,17 @@ PATIENT_COLUMNS = [
     "probability_max",
     "probability_middle",
 ]
+
+
+def combine_slices(slices: pd.DataFrame, column: str, rule: str) -> pd.Series:
+    """Per case_id, its slices' ``column`` combined by ``rule``: mean (the paper's), max, or the
+    middle one of its slices in slice order."""
+    ordered = slices.sort_values(["case_id", "slice"], kind="stable")
+    grouped = ordered.groupby("case_id", sort=True)[column]
+    if rule == "mean":
+        return grouped.mean()
+    if rule == "max":
+        return grouped.max()
+    position = ordered.groupby("case_id", sort=True).cumcount()
+    middle = (grouped.transform("size") - 1) // 2
+    return ordered.loc[position == middle].set_index("case_id")[column].sort_index()

@@ -32,18 +32,15 @@ from hepred.baselines import (
     fusion_probabilities,
     load_baseline,
 )
-from hepred.classifier.train import (
-    classifier_settings,
-    image_scenario,
-    patient_table,
-    view_logits,
-)
+from hepred.classifier.calibration import patient_table
+from hepred.classifier.scoring import view_logits
+from hepred.classifier.settings import classifier_settings, image_scenario
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
 from hepred.radiomics import radiomics_features
+from hepred.patient_rules import RULE_COLUMNS
 from hepred.samplesheet import SAFE_CASE_ID, SHEET_SUFFIXES, Case, read_sample_sheet
-from hepred.stats import resolve_config
 from hepred.training import select_device
 
 logger = logging.getLogger(__name__)
@@ -190,7 +187,7 @@ def predict(
     settings = validate_config(config or {})
     rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
     run_settings = classifier_settings(settings["classifier"])
-    patient_column = resolve_config({"aggregation": rule})["probability_column"]
+    patient_column = RULE_COLUMNS[rule]
     device = select_device(settings["device"])
 
     with contextlib.ExitStack() as stack:

@@ -8,7 +8,6 @@ CT grid, ``hu.npy`` / ``lesion.npy`` on the resampled [Z, S, S] grid (row 0 = an
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from hepred import io
+from hepred.config import section_settings
 from hepred.errors import HepredError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOWS = [{"level": 40, "width": 80}]
-DEFAULT_SKULL_STRIP = {
-    # Voxels at or above this HU are bone (skull ~700-2000 HU; fresh blood stays below 100).
-    "bone_hu": 400,
-    # Soft tissue, CSF and blood inside the skull; air inside a closed skull ring is added
-    # separately, so an empty phantom skull still yields its cavity.
-    "tissue_hu": [-20, 130],
-    # In-plane radius of the opening that cuts the cavity off from scalp, orbits and neck
-    # where they touch through foramina.
-    "opening_mm": 6.0,
-}
-DEFAULTS = {"size": 128, "windows": DEFAULT_WINDOWS, "skull_strip": DEFAULT_SKULL_STRIP}
 # The QC montage shows the skull stripping in a fixed brain window: the configured windows are
 # applied when the classifier reads a slice, so changing them never redoes this stage.
 QC_WINDOW = {"level": 40, "width": 80}
@@ -147,20 +135,9 @@ def skull_strip(ct: sitk.Image, bone_hu: float = 400, tissue_hu=(-20, 130), open
 
 
 def preprocess_settings(cfg: dict | None) -> dict[str, Any]:
-    """The preprocess config section with defaults filled in; unknown keys are errors."""
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise HepredError(f"unknown preprocess keys: {sorted(unknown)}")
-    settings = copy.deepcopy(DEFAULTS)
-    settings.update({key: copy.deepcopy(value) for key, value in cfg.items() if key != "skull_strip"})
-    strip = dict(cfg.get("skull_strip") or {})
-    unknown = set(strip) - set(DEFAULT_SKULL_STRIP)
-    if unknown:
-        raise HepredError(f"unknown preprocess.skull_strip keys: {sorted(unknown)}")
-    settings["skull_strip"].update(strip)
-    if not isinstance(settings["size"], int) or settings["size"] < 8:
-        raise HepredError(f"preprocess.size must be an integer >= 8, got {settings['size']!r}")
+    """The preprocess config section with the schema's defaults filled in, plus the checks the
+    schema cannot express."""
+    settings = section_settings("preprocess", cfg)
     low, high = settings["skull_strip"]["tissue_hu"]
     if not low < high < settings["skull_strip"]["bone_hu"]:
         raise HepredError("preprocess.skull_strip: need tissue_hu low < high < bone_hu")

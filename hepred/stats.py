@@ -20,6 +20,7 @@ from sklearn import metrics as skm
 
 from hepred.errors import HepredError
 from hepred.io import save_figure, write_csv, write_json, write_text
+from hepred.config import section_settings
 from hepred.patient_rules import RULE_COLUMNS
 
 METRICS = ("auc", "accuracy", "f1", "sensitivity", "specificity", "balanced_accuracy")
@@ -40,41 +41,19 @@ KINDS = ("image", "fusion", "baseline", "null_control")  # also the order of the
 WILCOXON_DECIMALS = 12
 BASELINE_NAMES = ("volume", "radiomics")
 REQUIRED_COLUMNS = ("case_id", "fold", "scenario", "label")
-DEFAULTS = {
-    "aggregation": "mean",
-    "threshold": 0.5,
-    "bootstrap": 2000,
-    "seed": 0,
-    "ci": 0.95,
-    "ci_method": "percentile",
-}
 
 
 # --------------------------------------------------------------------------------------------
 # configuration and input
 
 
-def resolve_config(cfg: dict) -> dict:
-    """The `statistics` section with defaults filled in; refuses values the stage cannot use."""
-    resolved = {**DEFAULTS, **{key: value for key, value in cfg.items() if value is not None}}
-    if resolved["aggregation"] not in RULE_COLUMNS:
-        raise HepredError(
-            f"statistics.aggregation must be one of {sorted(RULE_COLUMNS)}, got {resolved['aggregation']!r}"
-        )
-    if resolved["ci_method"] not in CI_METHODS:
-        raise HepredError(f"statistics.ci_method must be one of {sorted(CI_METHODS)}, got {resolved['ci_method']!r}")
-    if not 0.0 <= float(resolved["threshold"]) <= 1.0:
-        raise HepredError(f"statistics.threshold must lie in [0, 1], got {resolved['threshold']!r}")
-    if not 0.0 < float(resolved["ci"]) < 1.0:
-        raise HepredError(f"statistics.ci must lie in (0, 1), got {resolved['ci']!r}")
-    if int(resolved["bootstrap"]) < 1:
-        raise HepredError(f"statistics.bootstrap must be a positive number of resamples, got {resolved['bootstrap']!r}")
-    resolved["threshold"] = float(resolved["threshold"])
-    resolved["ci"] = float(resolved["ci"])
-    resolved["bootstrap"] = int(resolved["bootstrap"])
-    resolved["seed"] = int(resolved["seed"])
-    resolved["probability_column"] = RULE_COLUMNS[resolved["aggregation"]]
-    return resolved
+def resolve_config(cfg: dict | None) -> dict:
+    """The ``statistics`` section with the schema's defaults filled in, plus the run's ``seed``
+    (default 0) and the patient-rule column that ``aggregation`` names."""
+    cfg = {key: value for key, value in (cfg or {}).items() if value is not None}
+    seed = int(cfg.pop("seed", 0))
+    resolved = section_settings("statistics", cfg)
+    return {**resolved, "seed": seed, "probability_column": RULE_COLUMNS[resolved["aggregation"]]}
 
 
 def read_predictions_file(path: Path, probability_column: str) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Train fold k's EfficientNet-B0 for one scenario; write out-of-fold predictions."""
 from pathlib import Path
 
-from hepred.classifier import train_classifier
+from hepred.classifier.train import train_classifier
 from hepred.io import read_json
 from hepred.labels import read_labels
 from hepred.workflow import run_script

@@ -14,26 +14,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import brentq
-from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 
 from hepred import io
-from hepred.classifier.augment import augmentation_rng, dihedral_affines, draw_affines, prepare_batch
+from hepred.classifier.augment import augmentation_rng, draw_affines
+from hepred.classifier.calibration import prevalence_offsets
 from hepred.classifier.data import (
     EpochShuffle,
     SliceDataset,
     index_slices,
     original_sources,
     synthetic_sources,
-    window_batch,
 )
 from hepred.classifier.model import build_model
+from hepred.classifier.scoring import (
+    make_loader,
+    score_test_cases,
+    scored_patients,
+    slice_logits,
+    to_device,
+    view_logits,
+)
+from hepred.classifier.settings import (
+    SCENARIOS,
+    classifier_settings,
+    image_scenario,
+)
 from hepred.errors import HepredError
-from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
+from hepred.patient_rules import PATIENT_RULES
 from hepred.preprocess import preprocess_settings
 from hepred.training import (
     Checkpoint,
@@ -44,21 +55,6 @@ from hepred.training import (
 )
 
 logger = logging.getLogger(__name__)
-
-# scenario -> (augmentation, synthetic data), as numbered in the paper (t4 was not reported).
-SCENARIOS = {"t1": (False, False), "t2": (True, False), "t3": (False, True), "t5": (True, True)}
-# A null control ``null_<scenario>`` trains exactly as its scenario on labels permuted within the
-# fold's training and validation patients and is scored against the true test labels.
-NULL_PREFIX = "null_"
-
-
-def image_scenario(scenario: str) -> str:
-    """The image scenario whose recipe ``scenario`` follows: itself, or the one a null control shadows."""
-    base = scenario.removeprefix(NULL_PREFIX)
-    if base not in SCENARIOS:
-        expected = ", ".join([*SCENARIOS, *(NULL_PREFIX + name for name in SCENARIOS)])
-        raise HepredError(f"unknown scenario {scenario!r}; expected one of {expected}")
-    return base
 
 
 def permuted_labels(labels: dict[str, int], fold: dict, seed: int) -> dict[str, int]:
@@ -72,95 +68,6 @@ def permuted_labels(labels: dict[str, int], fold: dict, seed: int) -> dict[str, 
     shuffled = np.random.default_rng([seed, 11]).permutation([labels[case] for case in cases])
     permuted.update(zip(cases, (int(label) for label in shuffled)))
     return permuted
-
-# Defaults run the bundled demo (S = 128 slices) on a 2-core CPU: a 64 px crop around the
-# lesion lets a randomly initialised EfficientNet-B0 learn in seconds per fold.
-DEFAULTS = {
-    "scenarios": ["t1", "t2", "t3", "t5"],
-    "model": "efficientnet_b0",
-    "pretrained": "",
-    "min_lesion_pixels": 10,
-    "crop": 64,
-    "image_size": 64,
-    "batch_size": 16,
-    "max_epochs": 8,
-    "patience": 3,
-    "lr": 3e-4,
-    "weight_decay": 1e-4,
-    "focal_alpha": 0.7,
-    "focal_gamma": 1.0,
-    "flip_prob": 0.5,
-    "affine_prob": 0.5,
-    "rotate_deg": 10.0,
-    "scale_range": 0.1,
-    "rotate90": True,
-    "test_time_augmentation": True,
-    "calibration": "prevalence",
-    "lr_schedule": "onecycle",
-    "weight_ema": 0.0,
-    "num_workers": 0,
-    "monitor": "val_loss",
-    "min_epochs": 1,
-}
-# Yalcin et al. 2024 (with preprocess.size 512): whole 512 x 512 slices, > 100 lesion pixels.
-PAPER_PRESET = {
-    "min_lesion_pixels": 100,
-    "crop": 0,
-    "image_size": 512,
-    "batch_size": 4,
-    "max_epochs": 20,
-    "patience": 5,
-    "lr": 1e-5,
-    "weight_decay": 1e-2,
-    "focal_alpha": 0.7,
-    "focal_gamma": 1.0,
-    "flip_prob": 0.5,
-    "affine_prob": 0.0,
-    "rotate90": False,
-    "test_time_augmentation": False,
-    "calibration": "none",
-    "lr_schedule": "constant",
-    "weight_ema": 0.0,
-    "min_epochs": 1,
-}
-# Logit margin of the calibration search past the most extreme validation logit.
-CALIBRATION_MARGIN = 40.0
-SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
-
-
-def classifier_settings(cfg: dict | None) -> dict:
-    """The ``classifier`` config section with every default filled in."""
-    settings = {**DEFAULTS, **(cfg or {})}
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise HepredError(f"unknown classifier setting(s): {', '.join(unknown)}")
-    return settings
-
-
-def make_loader(
-    dataset: SliceDataset, cfg: dict, device: torch.device, sampler=None, drop_last: bool = False
-) -> DataLoader:
-    workers = int(cfg["num_workers"])
-    return DataLoader(
-        dataset,
-        batch_size=int(cfg["batch_size"]),
-        sampler=sampler,
-        shuffle=False,
-        drop_last=drop_last,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-
-
-def to_device(
-    raw: torch.Tensor, windows: list[dict], device: torch.device, image_size: int, theta: torch.Tensor | None = None
-) -> torch.Tensor:
-    """A loader batch (int16 HU + mask) as network input on ``device``: windowed, resized, warped."""
-    images = prepare_batch(window_batch(raw.to(device, non_blocking=True), windows), image_size, theta)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, cfg: dict, reduction: str = "mean") -> torch.Tensor:
@@ -192,107 +99,6 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
-
-
-@torch.no_grad()
-def logits_through_views(
-    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, views: list[torch.Tensor | None]
-) -> np.ndarray:
-    """[V, N] logits of every item of ``dataset`` through each view (a [2, 3] matrix, see
-    ``augment``, or None for the slice as it is); the last, partial batch is scored too.
-
-    Each batch is read from disk once and scored through every view.
-    """
-    model.eval()
-    logits = np.full((len(views), len(dataset)), np.nan, dtype=np.float32)
-    for raw, _, indices in make_loader(dataset, cfg, device):
-        for row, theta in enumerate(views):
-            view = None if theta is None else theta.expand(len(raw), 2, 3)
-            with autocast(device):
-                out = model(to_device(raw, dataset.windows, device, int(cfg["image_size"]), view)).squeeze(1)
-            logits[row, indices.numpy()] = out.float().cpu().numpy()
-    return logits
-
-
-def slice_logits(
-    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, theta: torch.Tensor | None = None
-) -> np.ndarray:
-    """Logits of every item of ``dataset`` in order, through one view (``theta``) or none."""
-    return logits_through_views(model, dataset, cfg, device, [theta])[0]
-
-
-def view_logits(
-    model: torch.nn.Module, dataset: SliceDataset, cfg: dict, device: torch.device, scenario: str
-) -> np.ndarray:
-    """[V, N] logits of every item of ``dataset`` through each test-time view.
-
-    For a scenario trained with augmentation and ``test_time_augmentation`` on, the views
-    are the flips (and quarter turns, with ``rotate90``) it was trained on, whose mean
-    steadies a model trained on few patients; otherwise the one plain view.
-    """
-    if not (SCENARIOS[image_scenario(scenario)][0] and cfg["test_time_augmentation"]):
-        return logits_through_views(model, dataset, cfg, device, [None])
-    views = [theta[0] for theta in dihedral_affines(1, bool(cfg["rotate90"]))]
-    return logits_through_views(model, dataset, cfg, device, views)
-
-
-def probabilities(logits: np.ndarray, offset: float = 0.0) -> np.ndarray:
-    """Mean over the views of [V, N] logits of sigmoid(logit + ``offset``)."""
-    return expit(logits.astype(np.float64) + offset).mean(axis=0)
-
-
-def combine_slices(slices: pd.DataFrame, column: str, rule: str) -> pd.Series:
-    """Per case_id, its slices' ``column`` combined by ``rule``: mean (the paper's), max, or the
-    middle one of its slices in slice order."""
-    ordered = slices.sort_values(["case_id", "slice"], kind="stable")
-    grouped = ordered.groupby("case_id", sort=True)[column]
-    if rule == "mean":
-        return grouped.mean()
-    if rule == "max":
-        return grouped.max()
-    position = ordered.groupby("case_id", sort=True).cumcount()
-    middle = (grouped.transform("size") - 1) // 2
-    return ordered.loc[position == middle].set_index("case_id")[column].sort_index()
-
-
-def rule_probabilities(items: pd.DataFrame, logits: np.ndarray, offset: float, rule: str) -> pd.Series:
-    """Per case_id, the probabilities of its slices (``logits`` + ``offset``, mean over the
-    views) combined by ``rule``. ``items`` holds the case_id and slice of each of the [V, N]
-    ``logits``' columns."""
-    frame = items[["case_id", "slice"]].assign(probability=probabilities(logits, offset))
-    return combine_slices(frame, "probability", rule)
-
-
-def patient_table(items: pd.DataFrame, logits: np.ndarray, offsets: dict[str, float]) -> pd.DataFrame:
-    """Per case: its number of slices and, for every rule of ``PATIENT_RULES``, the combined
-    probability of its slices, each rule with its own logit offset (see ``rule_probabilities``)."""
-    table = pd.DataFrame({"n_slices": items.groupby("case_id", sort=True).size()})
-    for column, rule in PATIENT_RULES.items():
-        table[column] = rule_probabilities(items, logits, offsets[rule], rule)
-    return table.rename_axis("case_id").reset_index()
-
-
-def prevalence_offsets(items: pd.DataFrame, logits: np.ndarray, prevalence: float) -> dict[str, float]:
-    """Per patient rule, the logit offset that makes the validation patients' mean probability
-    equal the training prevalence.
-
-    Models trained on a few dozen patients rank a fold's patients well but settle at
-    different overall levels, which pooling the folds' predictions turns into noise. The
-    offsets are fitted on the fold's validation cases without their labels, never on the
-    test fold, and one number added to every logit cannot change the fold's own ranking.
-    Each rule gets its own: the max of a patient's slices sits higher than their mean, so
-    one offset for all would leave the fixed threshold calling most patients positive.
-    """
-    target = min(max(prevalence, 1e-3), 1 - 1e-3)
-
-    def excess(offset: float, rule: str) -> float:
-        return float(rule_probabilities(items, logits, offset, rule).mean()) - target
-
-    # Beyond these offsets every slice probability is below 1e-17 or above 1 - 1e-17, so the
-    # mean crosses any target in between, whatever range the logits span.
-    low = -float(np.max(logits)) - CALIBRATION_MARGIN
-    high = -float(np.min(logits)) + CALIBRATION_MARGIN
-    return {rule: float(brentq(excess, low, high, args=(rule,))) for rule in PATIENT_RULES.values()}
 
 
 def evaluate(
@@ -498,36 +304,6 @@ def record_epoch(state: dict, model: torch.nn.Module, cfg: dict, row: dict) -> N
     state["curve"].append(row)
     state["epoch"] = epoch
     state["finished"] = epoch >= int(cfg["max_epochs"]) or state["wait"] >= int(cfg["patience"])
-
-
-def score_test_cases(
-    model: torch.nn.Module,
-    test_set: SliceDataset,
-    cfg: dict,
-    device: torch.device,
-    fold_index: int,
-    scenario: str,
-    offsets: dict[str, float],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Slice and patient tables of the fold's test cases (out-of-fold predictions). The slice
-    probabilities carry the mean rule's offset, so their mean per case is its ``probability``."""
-    slices = test_set.item_table()
-    logits = view_logits(model, test_set, cfg, device, scenario)
-    slices["probability"] = probabilities(logits, offsets["mean"]).astype(np.float32)
-    slices["fold"], slices["scenario"] = fold_index, scenario
-    return slices[SLICE_COLUMNS], scored_patients(test_set, logits, offsets, fold_index, scenario)
-
-
-def scored_patients(
-    dataset: SliceDataset, logits: np.ndarray, offsets: dict[str, float], fold_index: int, scenario: str
-) -> pd.DataFrame:
-    """The patient table (``PATIENT_COLUMNS``) of ``dataset``'s cases from their [V, N] slice logits."""
-    items = dataset.item_table()
-    patients = patient_table(items, logits, offsets).merge(
-        items.groupby("case_id", as_index=False)["label"].first(), on="case_id"
-    )
-    patients["fold"], patients["scenario"] = fold_index, scenario
-    return patients[PATIENT_COLUMNS]
 
 
 def train_classifier(

@@ -4,8 +4,8 @@
 cases; ``synthesize`` writes N synthetic versions of each of them with a manifest and QC;
 ``check_no_leakage`` guards the fold's held-out cases.
 """
-from hepred.synth.config import DEFAULTS, synthesis_settings
+from hepred.synth.config import synthesis_settings
 from hepred.synth.generate import synthesize
 from hepred.synth.train import train_generator
 
-__all__ = ["DEFAULTS", "synthesis_settings", "synthesize", "train_generator"]
+__all__ = ["synthesis_settings", "synthesize", "train_generator"]

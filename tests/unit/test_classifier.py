@@ -19,6 +19,7 @@ import torch
 from scipy.special import expit, logit
 
 from hepred.classifier.augment import dihedral_affines, draw_affines, prepare_batch
+from hepred.classifier.calibration import patient_table, prevalence_offsets
 from hepred.classifier.data import (
     SliceDataset,
     crop_centred,
@@ -28,22 +29,16 @@ from hepred.classifier.data import (
     window_batch,
 )
 from hepred.classifier.model import load_classifier
+from hepred.classifier.scoring import SLICE_COLUMNS, slice_logits, view_logits
+from hepred.classifier.settings import classifier_settings, image_scenario
 from hepred.classifier.train import (
-    PATIENT_COLUMNS,
-    SLICE_COLUMNS,
     build_datasets,
-    classifier_settings,
-    combine_slices,
-    image_scenario,
-    patient_table,
     permuted_labels,
-    prevalence_offsets,
     record_epoch,
-    slice_logits,
     train_classifier,
-    view_logits,
 )
 from hepred.errors import HepredError
+from hepred.patient_rules import PATIENT_COLUMNS, combine_slices
 from hepred.preprocess import apply_windows
 from hepred.training import load_weights
 

@@ -4,12 +4,12 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from hepred.classifier import DEFAULTS as classifier_defaults
-from hepred.config import load_config, load_schema, reference_table, validate_config
+from hepred.classifier import classifier_settings
+from hepred.config import coerce_numbers, load_config, load_schema, reference_table, section_settings, validate_config
 from hepred.errors import HepredError
-from hepred.preprocess import DEFAULTS as preprocess_defaults
-from hepred.stats import DEFAULTS as statistics_defaults
-from hepred.synth import DEFAULTS as synthesis_defaults
+from hepred.preprocess import preprocess_settings
+from hepred.stats import resolve_config
+from hepred.synth import synthesis_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,15 +58,36 @@ def test_readme_configuration_table_is_the_schema():
 
 
 @pytest.mark.parametrize(
-    "section, package_defaults",
+    "section, settings",
     [
-        ("classifier", classifier_defaults),
-        ("synthesis", synthesis_defaults),
-        ("preprocess", preprocess_defaults),
-        ("statistics", {key: value for key, value in statistics_defaults.items() if key != "seed"}),
+        ("classifier", classifier_settings),
+        ("synthesis", synthesis_settings),
+        ("preprocess", preprocess_settings),
+        ("statistics", lambda cfg: {k: v for k, v in resolve_config(cfg).items() if k not in ("seed", "probability_column")}),
     ],
 )
-def test_package_defaults_are_the_schema_defaults(section, package_defaults):
-    # The stages fill their own defaults when called from Python (predict, notebooks); they
-    # must be the ones the workflow gets from the schema.
-    assert validate_config({})[section] == package_defaults
+def test_stages_called_from_python_fill_the_schema_defaults(section, settings):
+    # predict, benchmarks and notebooks call the stages without the workflow: the defaults
+    # they get are the schema's, and a key the schema does not know is refused by name.
+    assert settings(None) == validate_config({})[section]
+    with pytest.raises(HepredError, match=rf"config {section}: .*'no_such_key' was unexpected"):
+        settings({"no_such_key": 1})
+
+
+def test_numbers_written_as_strings_are_read_as_numbers():
+    # PyYAML reads 1e-5 as a string; snakemake --config preprocess='{size: 256}' passes '256'.
+    config = validate_config({"classifier": {"lr": "1e-5", "batch_size": "8"}, "preprocess": {"size": "256"}})
+    assert config["classifier"]["lr"] == 1e-5 and config["classifier"]["batch_size"] == 8
+    assert config["preprocess"]["size"] == 256
+    assert yaml.safe_load("lr: 1e-5")["lr"] == "1e-5"  # why the coercion exists
+    with pytest.raises(HepredError, match=r"config preprocess.size: '2.5' is not of type 'integer'"):
+        validate_config({"preprocess": {"size": "2.5"}})
+    with pytest.raises(HepredError, match=r"config classifier.lr: 'fast' is not of type 'number'"):
+        validate_config({"classifier": {"lr": "fast"}})
+    # Strings stay strings where the schema wants one.
+    assert coerce_numbers({"samples": "123"}, load_schema()) == {"samples": "123"}
+
+
+def test_scenarios_without_the_reference_are_refused_in_words():
+    with pytest.raises(HepredError, match=r"\['t2', 't3'\] lacks t1, the reference scenario"):
+        section_settings("classifier", {"scenarios": ["t2", "t3"]})

@@ -158,7 +158,7 @@ def write_study(root: Path) -> dict[str, str]:
 
 
 def test_picks_the_largest_original_axial_series(tmp_path):
-    uids = write_study(tmp_path)
+    write_study(tmp_path)
     image, meta = dicom.convert_series_with_metadata(tmp_path)
     assert meta["n_slices"] == 7 and image.GetSize()[2] == 7
 

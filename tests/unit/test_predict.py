@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +254,11 @@ def test_baselines_and_fusion_score_new_cases_as_their_folds_did(baseline_models
     assert fused["probability"].between(0, 1).all() and (fused["n_models"] == 2).all()
     assert not np.allclose(fused["probability"], radiomics["probability"])
     assert not np.allclose(fused["probability"], image["probability"])
+
+
+def test_scoring_new_cases_does_not_load_the_training_loop():
+    # predict (and anyone scoring with a trained model) needs settings, scoring and
+    # calibration, never hepred.classifier.train.
+    code = "import sys, hepred.predict; print('hepred.classifier.train' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
