@@ -1,5 +1,10 @@
 # hepred: hematoma expansion prediction with per-fold synthetic CT.
 # Rules live in rules/*.smk, logic in the hepred package; see README.md.
+from snakemake.utils import min_version
+
+
+# Tested with Snakemake 9 (its report, SLURM executor plugin and rerun triggers).
+min_version("9.0")
 
 
 configfile: "config.yaml"

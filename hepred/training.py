@@ -5,14 +5,17 @@ import contextlib
 import logging
 import os
 import pickle
+import platform
 import random
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hepred.io import atomic_path
+from hepred.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,33 @@ def save_weights(path: str | Path, state_dict: dict[str, Any], extra: dict[str, 
 
 def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+TRAINED_WITH = "trained_with.json"
+RECORDED_PACKAGES = ("hepred", "torch", "timm", "monai", "numpy")
+
+
+def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
+    """What a result depends on beyond its settings: on the CPU, the thread count changes
+    the floating-point sums (1 thread gives byte-identical reruns, 2 threads may not), and the
+    device and package versions do too. ``speed`` adds the job's other speed settings."""
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = package_version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
+        "python": platform.python_version(),
+        "packages": versions,
+        **speed,
+    }
+
+
+def write_trained_with(model_path: Path, settings: dict[str, Any], environment: dict[str, Any]) -> None:
+    """``trained_with.json`` beside a model: the settings it was trained with and the
+    environment (threads, device, versions) that its exact numbers depend on."""
+    write_json(Path(model_path).with_name(TRAINED_WITH), {"settings": settings, "environment": environment})

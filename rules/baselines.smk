@@ -6,6 +6,9 @@ rule radiomics_features:
     input:
         ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
         lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+        # Read to name the user's own files in errors; ancient: editing the sheet's other
+        # rows must not redo this case (its own files are ingest's inputs).
+        sheet=ancient(SHEET),
     output:
         f"{RESULTS}/radiomics/{{case}}/features.csv",
     log:
@@ -24,8 +27,6 @@ rule radiomics_features:
             for k, v in config["baselines"]["radiomics"].items()
             if k != "inner_folds"
         },
-        # Read by the job to name the user's own files in its errors, not the ingested copies.
-        sheet=SHEET,
     script:
         "../workflow_scripts/radiomics_features.py"
 

@@ -6,6 +6,7 @@ rule train_classifier:
         splits=f"{RESULTS}/folds/splits.json",
         labels=f"{RESULTS}/labels.csv",
         hu=all_preprocessed("hu.npy"),
+        lesion=all_preprocessed("lesion.npy"),
         info=all_preprocessed("info.json"),
         synthetic=synthetic_manifest_if_needed,
     output:
@@ -33,10 +34,13 @@ rule train_classifier:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    # Only what changes the model. The speed settings (classifier.num_workers, device, threads)
+    # are read from the config by the job and recorded in trained_with.json: changing them
+    # reruns nothing. Nor does adding a scenario rerun the others.
     params:
-        classifier=config["classifier"],
+        classifier=classifier_result_settings(config["classifier"]),
         preprocess=config["preprocess"],
+        preprocess_dir=preprocess_folder,
         seed=config["seed"],
-        device=config["device"],
     script:
         "../workflow_scripts/train_classifier.py"

@@ -14,10 +14,13 @@ os.environ.update(
     )
 )
 
+from hepred.classifier.settings import result_settings as classifier_result_settings
 from hepred.config import validate_config
 from hepred.errors import HepredError
 from hepred.samplesheet import read_sample_sheet
 from hepred.samplesheet import demo_case_ids
+from hepred.synth.config import model_settings as generator_model_settings
+from hepred.synth.config import result_settings as synthesis_result_settings
 
 try:
     config.update(validate_config(config, source=None))
@@ -79,6 +82,11 @@ def case_inputs(wildcards):
 
 def all_preprocessed(name):
     return expand(f"{RESULTS}/preprocess/{{case}}/{name}", case=CASES)
+
+
+def preprocess_folder(wildcards, input):
+    """The folder of the per-case caches, from the job's own declared inputs."""
+    return str(Path(input.info[0]).parent.parent)
 
 
 def synthetic_manifest_if_needed(wildcards):

@@ -5,6 +5,9 @@ rule preprocess:
     input:
         ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
         lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+        # Read to name the user's own files in errors; ancient: editing the sheet's other
+        # rows must not redo this case (its own files are ingest's inputs).
+        sheet=ancient(SHEET),
     output:
         hu=f"{RESULTS}/preprocess/{{case}}/hu.npy",
         lesion=f"{RESULTS}/preprocess/{{case}}/lesion.npy",
@@ -30,7 +33,5 @@ rule preprocess:
         # Not the windows: they are applied as the classifier reads slices, and a change of
         # window must not redo every case.
         preprocess={k: v for k, v in config["preprocess"].items() if k != "windows"},
-        # Read by the job to name the user's own files in its errors, not the ingested copies.
-        sheet=SHEET,
     script:
         "../workflow_scripts/preprocess.py"

@@ -7,6 +7,7 @@ rule train_generator:
         splits=f"{RESULTS}/folds/splits.json",
         labels=f"{RESULTS}/labels.csv",
         hu=all_preprocessed("hu.npy"),
+        lesion=all_preprocessed("lesion.npy"),
         info=all_preprocessed("info.json"),
     output:
         # checkpoint_latest.pt lives beside it, undeclared, so a rerun resumes from it.
@@ -31,10 +32,12 @@ rule train_generator:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    # Only what the trained generator depends on (not versions or sampling settings); the
+    # device and threads are read from the config by the job and recorded beside the model.
     params:
-        synthesis=config["synthesis"],
+        synthesis=generator_model_settings(config["synthesis"]),
+        preprocess_dir=preprocess_folder,
         seed=config["seed"],
-        device=config["device"],
     script:
         "../workflow_scripts/train_generator.py"
 
@@ -44,6 +47,9 @@ rule synthesize:
         model=f"{RESULTS}/fold_{{fold}}/generator/model.pt",
         splits=f"{RESULTS}/folds/splits.json",
         labels=f"{RESULTS}/labels.csv",
+        hu=all_preprocessed("hu.npy"),
+        lesion=all_preprocessed("lesion.npy"),
+        info=all_preprocessed("info.json"),
     output:
         manifest=f"{RESULTS}/fold_{{fold}}/synthetic/manifest.csv",
         montage=report(
@@ -66,9 +72,11 @@ rule synthesize:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
         gpu=config["resources"]["gpu"],
+    # The speed settings (synthesis.sample_batch_size, device, threads) are read from the
+    # config by the job: changing them reruns nothing.
     params:
-        synthesis=config["synthesis"],
+        synthesis=synthesis_result_settings(config["synthesis"]),
+        preprocess_dir=preprocess_folder,
         seed=config["seed"],
-        device=config["device"],
     script:
         "../workflow_scripts/synthesize.py"

@@ -7,7 +7,7 @@ from hepred.workflow import run_script
 
 
 def main(smk):
-    case = find_case(read_sample_sheet(smk.params.sheet), smk.wildcards.case, smk.params.sheet)
+    case = find_case(read_sample_sheet(smk.input.sheet), smk.wildcards.case, smk.input.sheet)
     preprocess_case(
         smk.wildcards.case,
         Path(smk.input.ct),

@@ -9,16 +9,16 @@ from hepred.workflow import run_script
 
 def main(smk):
     fold = read_json(smk.input.splits)["folds"][int(smk.wildcards.fold)]
-    results = Path(smk.input.splits).parent.parent
     synthesize(
-        preprocess_dir=results / "preprocess",
+        preprocess_dir=Path(smk.params.preprocess_dir),
         train_cases=fold["train"],
         labels=read_labels(smk.input.labels),
         model_path=Path(smk.input.model),
-        cfg=smk.params.synthesis,
+        # Speed settings from the config, so that changing them reruns nothing.
+        cfg={**smk.params.synthesis, "sample_batch_size": smk.config["synthesis"]["sample_batch_size"]},
         out_dir=Path(smk.output.manifest).parent,
         seed=smk.params.seed + int(smk.wildcards.fold),
-        device=smk.params.device,
+        device=smk.config["device"],
         fold=fold,
     )
 

@@ -15,13 +15,14 @@ def main(smk):
         fold=fold,
         scenario=smk.wildcards.scenario,
         labels=read_labels(smk.input.labels),
-        preprocess_dir=Path(smk.input.info[0]).parent.parent,
+        preprocess_dir=Path(smk.params.preprocess_dir),
         synthetic_manifest=Path(smk.input.synthetic) if smk.input.synthetic else None,
-        cfg=smk.params.classifier,
+        # Speed settings from the config, so that changing them reruns nothing.
+        cfg={**smk.params.classifier, "num_workers": smk.config["classifier"]["num_workers"]},
         preprocess_cfg=smk.params.preprocess,
         out_dir=Path(smk.output.patients).parent,
         seed=smk.params.seed + fold_index,
-        device=smk.params.device,
+        device=smk.config["device"],
     )
 
 

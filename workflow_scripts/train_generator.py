@@ -11,7 +11,7 @@ def main(smk):
     fold = read_json(smk.input.splits)["folds"][int(smk.wildcards.fold)]
     model = Path(smk.output.model)
     train_generator(
-        preprocess_dir=Path(smk.input.info[0]).parent.parent,
+        preprocess_dir=Path(smk.params.preprocess_dir),
         train_cases=fold["train"],
         labels=read_labels(smk.input.labels),
         cfg=smk.params.synthesis,
@@ -19,7 +19,8 @@ def main(smk):
         checkpoint_path=model.with_name("checkpoint_latest.pt"),
         loss_csv=Path(smk.output.loss),
         seed=smk.params.seed + int(smk.wildcards.fold),
-        device=smk.params.device,
+        # A speed setting from the config, so that changing it reruns nothing.
+        device=smk.config["device"],
     )
 
 

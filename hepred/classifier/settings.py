@@ -20,8 +20,11 @@ SCENARIOS = {"t1": (False, False), "t2": (True, False), "t3": (False, True), "t5
 NULL_PREFIX = "null_"
 # Settings that change how fast a model trains or scores, never what it learns: they are
 # left out of a job's parameters and of the resume fingerprint, so changing them reruns
-# nothing, and they are written beside the model (``trained_with.json``).
+# nothing, and they are written beside the model (``trained_with.json``). The device and
+# the thread count are speed settings too, outside this section.
 SPEED_KEYS = ("num_workers",)
+# Which scenarios run is a choice of jobs, not a setting of any one of them.
+JOB_CHOICE_KEYS = ("scenarios",)
 
 
 def image_scenario(scenario: str) -> str:
@@ -38,6 +41,8 @@ def classifier_settings(cfg: dict | None) -> dict[str, Any]:
     return section_settings("classifier", cfg)
 
 
-def result_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change a trained model: ``cfg`` without ``SPEED_KEYS``."""
-    return {key: value for key, value in cfg.items() if key not in SPEED_KEYS}
+def result_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings that change a trained model: the section without ``SPEED_KEYS`` and
+    ``JOB_CHOICE_KEYS``; the parameters of a ``train_classifier`` job and its resume fingerprint."""
+    settings = classifier_settings(cfg)
+    return {key: value for key, value in settings.items() if key not in SPEED_KEYS + JOB_CHOICE_KEYS}

@@ -42,6 +42,7 @@ from hepred.classifier.settings import (
     SCENARIOS,
     classifier_settings,
     image_scenario,
+    result_settings,
 )
 from hepred.errors import HepredError
 from hepred.patient_rules import PATIENT_RULES
@@ -49,9 +50,11 @@ from hepred.preprocess import preprocess_settings
 from hepred.training import (
     Checkpoint,
     autocast,
+    run_environment,
     save_weights,
     seed_everything,
     select_device,
+    write_trained_with,
 )
 
 logger = logging.getLogger(__name__)
@@ -325,7 +328,8 @@ def train_classifier(
     ``checkpoint_latest.pt`` is written after every epoch and a rerun resumes from it; every
     epoch's shuffle, augmentation and dropout are seeded from (seed, epoch), so a resumed run
     ends with the same weights as an uninterrupted one. The predictions of the fold's test
-    cases are written last. ``preprocess_cfg`` gives the intensity windows and is stored with
+    cases are written last, then the checkpoint is removed; ``trained_with.json`` records the
+    settings and the environment (threads, device, versions). ``preprocess_cfg`` gives the intensity windows and is stored with
     the model so that ``hepred.predict`` can preprocess new cases the same way.
     """
     cfg = classifier_settings(cfg)
@@ -373,7 +377,7 @@ def train_classifier(
         fold=fold_index,
         scenario=scenario,
         seed=seed,
-        cfg=cfg,
+        cfg=result_settings(cfg),
         windows=windows,
         train=[(train_set.sources[i.source].case_id, i.slice) for i in train_set.items],
         val=[(val_set.sources[i.source].case_id, i.slice) for i in val_set.items],
@@ -425,7 +429,7 @@ def train_classifier(
         out_dir / "model.pt",
         state["best_state"],
         extra={
-            "classifier": copy.deepcopy(cfg),
+            "classifier": result_settings(cfg),
             "preprocess": copy.deepcopy(preprocess_cfg),
             "fold": fold_index,
             "scenario": scenario,
@@ -437,6 +441,11 @@ def train_classifier(
             "train_cases": sorted(fold["train"]),
         },
     )
+    write_trained_with(
+        out_dir / "model.pt",
+        {"classifier": result_settings(cfg), "windows": windows, "seed": seed, "fold": fold_index, "scenario": scenario},
+        run_environment(torch_device, num_workers=int(cfg["num_workers"])),
+    )
     save_curve(out_dir, state["curve"], state["best_epoch"])
     slices, patients = score_test_cases(model, test_set, cfg, torch_device, fold_index, scenario, offsets)
     # The validation patients' calibrated scores: what a fusion may learn the image model's scale
@@ -446,6 +455,8 @@ def train_classifier(
     io.write_csv(out_dir / "predictions_validation.csv", validation)
     io.write_csv(out_dir / "predictions_slices.csv", slices)
     io.write_csv(out_dir / "predictions_patients.csv", patients)
+    # The final model and predictions are written: nothing is left to resume.
+    checkpoint.remove()
     log.info(
         "fold %d %s: best epoch %d (%s score %.4f); %d test slices of %d patients scored",
         fold_index,

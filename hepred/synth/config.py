@@ -17,3 +17,24 @@ def synthesis_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if not 0 <= low <= high:
         raise HepredError("synthesis.train_margin_px must be [low, high] with 0 <= low <= high")
     return settings
+
+
+# How fast synthetic versions are made, not what they are: every version's noise comes from
+# its own seed, whatever the batch it is sampled in.
+SPEED_KEYS = ("sample_batch_size",)
+
+
+def result_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """The synthesis section without ``SPEED_KEYS``: the parameters of a ``synthesize`` job."""
+    return {key: value for key, value in synthesis_settings(cfg).items() if key not in SPEED_KEYS}
+
+
+def model_settings(settings: dict) -> dict:
+    """What fixes the trained model: changing any of it makes an old checkpoint unusable, and
+    these are the only settings a ``train_generator`` job passes."""
+    keys = ("method", "patch_size", "min_lesion_pixels", "hu_scale", "hu_clip", "train_margin_px", "epochs",
+            "batch_size")
+    method = settings["method"]
+    # The number of DDIM steps is a sampling choice, free to change after training.
+    network = {key: value for key, value in settings[method].items() if key != "ddim_steps"}
+    return {**{key: settings[key] for key in keys}, method: network}

@@ -13,10 +13,10 @@ import torch
 
 from hepred import io
 from hepred.errors import HepredError
-from hepred.synth.config import synthesis_settings
+from hepred.synth.config import model_settings, synthesis_settings
 from hepred.synth.data import load_slabs
 from hepred.synth.repaint import Repainter, to_tensors, training_batches, training_patches
-from hepred.training import Checkpoint, save_weights, seed_everything, select_device
+from hepred.training import Checkpoint, run_environment, save_weights, seed_everything, select_device, write_trained_with
 
 LOG = logging.getLogger("hepred.synth")
 
@@ -37,16 +37,6 @@ def build_repainter(settings: dict, device: torch.device) -> Repainter:
     from hepred.synth.gan import GanRepainter
 
     return GanRepainter(settings, device)
-
-
-def model_settings(settings: dict) -> dict:
-    """What fixes the trained model: changing any of it makes an old checkpoint unusable."""
-    keys = ("method", "patch_size", "min_lesion_pixels", "hu_scale", "hu_clip", "train_margin_px", "epochs",
-            "batch_size")
-    method = settings["method"]
-    # The number of DDIM steps is a sampling choice, free to change after training.
-    network = {key: value for key, value in settings[method].items() if key != "ddim_steps"}
-    return {**{key: settings[key] for key in keys}, method: network}
 
 
 def run_epoch(repainter: Repainter, patches, settings: dict, seed: int, epoch: int,
@@ -137,4 +127,8 @@ def train_generator(preprocess_dir: Path, train_cases: list[str], labels: dict[s
 
     write_loss_curve(loss_csv, history)
     io.write_json(model_path.with_name(TRAINED_ON), {"cases": trained_on, "skipped": skipped})
+    environment = run_environment(select_device(device))
+    write_trained_with(model_path, meta["settings"] | {"seed": int(seed)}, environment)
     save_weights(model_path, weights, extra=meta)
+    # The model is written: nothing is left to resume.
+    Checkpoint(checkpoint_path).remove()

@@ -93,6 +93,56 @@ def test_a_window_change_retrains_without_redoing_the_cache(finished_run):
     assert "train_classifier" in planned and "rule preprocess" not in planned
 
 
+def planned_jobs(result) -> dict[str, int]:
+    """Rule -> number of jobs, from the 'Job stats' table of a dry run (empty: nothing to do)."""
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    rows = (line.split() for line in table.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+
+def test_speed_settings_rerun_nothing(finished_run):
+    import yaml
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["classifier"]["num_workers"] = 2
+    config["synthesis"]["sample_batch_size"] = 3
+    config["resources"]["training_threads"] = 2
+    config["device"] = "auto"
+    assert planned_jobs(run_snakemake(finished_run, config, "-n")) == {}
+
+
+def test_a_result_setting_plans_exactly_the_jobs_it_changes(finished_run):
+    import yaml
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["classifier"]["lr"] = 1e-3
+    # 2 folds x (t1, t2, t3, t5, null_t2); the fusion reads t2; nothing upstream.
+    expected = {"train_classifier": 10, "fusion": 2, "statistics": 1, "all": 1}
+    assert planned_jobs(run_snakemake(finished_run, config, "-n")) == expected
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["synthesis"]["versions"] = 3
+    # New versions from the same generators: synthesis and the scenarios that train on it.
+    expected = {"synthesize": 2, "train_classifier": 4, "statistics": 1, "all": 1}
+    assert planned_jobs(run_snakemake(finished_run, config, "-n")) == expected
+
+
+def test_models_record_their_settings_and_keep_no_checkpoint(finished_run):
+    results = finished_run / "results"
+    models = sorted(results.glob("fold_*/classifier/*/model.pt")) + sorted(results.glob("fold_*/generator/model.pt"))
+    assert len(models) == 2 * 5 + 2
+    for model in models:
+        record = json.loads((model.parent / "trained_with.json").read_text())
+        assert record["environment"]["threads"] == 1 and record["environment"]["device"] == "cpu"
+        assert record["environment"]["packages"]["torch"]
+    classifier = json.loads((results / "fold_0/classifier/t2/trained_with.json").read_text())
+    assert classifier["settings"]["classifier"]["lr"] == 0.0003 and "num_workers" not in classifier["settings"]["classifier"]
+    assert not list(results.rglob("checkpoint_latest.pt")), "checkpoints stay after training finished"
+
+
 def test_no_patient_identifier_in_any_output_or_log(finished_run):
     # The simulator writes fake identifiers into the DICOM headers (names, ids, birth dates).
     needles = ["SIM^PATIENT", "FAKEID", "FAKEACC", "PatientName", "PatientBirthDate"]
