@@ -28,7 +28,7 @@ from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from hepred import io
 from hepred.errors import HepredError
-from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
+from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES, RULE_COLUMNS
 from hepred.radiomics import VOLUME_FEATURE
 
 logger = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def train_fusion(
         len(test),
     )
     predictions = patient_predictions(
-        test, by_rule["probability"], labels, fold_index, FUSION, image_test_rows["n_slices"], by_rule
+        test, by_rule[RULE_COLUMNS["mean"]], labels, fold_index, FUSION, image_test_rows["n_slices"], by_rule
     )
     # What predict needs to fuse this fold's two models for a new patient.
     io.write_json(

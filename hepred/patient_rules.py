@@ -8,19 +8,11 @@ the same names as the classifier that writes them.
 import pandas as pd
 
 # Column of predictions_patients.csv -> the rule that combines a patient's slices into it.
-PATIENT_RULES = {"probability": "mean", "probability_max": "max", "probability_middle": "middle"}
+# Each column is named after its rule; which one the statistics report is statistics.aggregation.
+PATIENT_RULES = {"probability_mean": "mean", "probability_max": "max", "probability_middle": "middle"}
 # Rule -> its column (statistics.aggregation names a rule).
 RULE_COLUMNS = {rule: column for column, rule in PATIENT_RULES.items()}
-PATIENT_COLUMNS = [
-    "case_id",
-    "fold",
-    "scenario",
-    "probability",
-    "label",
-    "n_slices",
-    "probability_max",
-    "probability_middle",
-]
+PATIENT_COLUMNS = ["case_id", "fold", "scenario", "label", "n_slices", *PATIENT_RULES]
 
 
 def combine_slices(slices: pd.DataFrame, column: str, rule: str) -> pd.Series:

@@ -48,9 +48,9 @@ logger = logging.getLogger(__name__)
 OUTPUT_COLUMNS = [
     "case_id",
     "probability",
-    "probability_sd",
-    "probability_min",
-    "probability_max",
+    "fold_models_sd",
+    "fold_models_min",
+    "fold_models_max",
     "n_models",
     "prediction",
     "threshold",
@@ -276,10 +276,10 @@ def predict(
     result = pd.DataFrame(
         {
             "probability": values.mean(axis=1),
-            # Population SD over the fold models (0 for a single model).
-            "probability_sd": values.std(axis=1, ddof=0),
-            "probability_min": values.min(axis=1),
-            "probability_max": values.max(axis=1),
+            # Spread over the fold models (population SD: 0 for a single model); not a patient rule.
+            "fold_models_sd": values.std(axis=1, ddof=0),
+            "fold_models_min": values.min(axis=1),
+            "fold_models_max": values.max(axis=1),
             "n_models": values.shape[1],
         },
         index=table.index,

@@ -135,8 +135,8 @@ def test_a_fold_model_sees_neither_its_test_labels_nor_its_test_features(tmp_pat
         "radiomics", 0, fold, relabelled, write_feature_files(tmp_path / "other", shuffled), SETTINGS, tmp_path / "b", 0
     )
     same = fold["test"][8:]
-    assert first.set_index("case_id").loc[same, "probability"].tolist() == pytest.approx(
-        second.set_index("case_id").loc[same, "probability"].tolist()
+    assert first.set_index("case_id").loc[same, "probability_mean"].tolist() == pytest.approx(
+        second.set_index("case_id").loc[same, "probability_mean"].tolist()
     )
     assert (tmp_path / "a" / "model.pkl").read_bytes() != b""
     a, b = load_baseline(tmp_path / "a" / "model.pkl"), load_baseline(tmp_path / "b" / "model.pkl")
@@ -161,7 +161,7 @@ def test_baseline_predictions_read_the_same_under_every_patient_rule(tmp_path):
     assert patients["label"].tolist() == [labels[c] for c in patients["case_id"]]
     assert (patients["scenario"] == "radiomics").all()
     for column in PATIENT_RULES:
-        assert patients[column].tolist() == patients["probability"].tolist()
+        assert patients[column].tolist() == patients["probability_mean"].tolist()
     assert load_baseline(out / "model.pkl")["fitted_on"] == sorted(fold["train"] + fold["val"])
 
 
@@ -216,7 +216,7 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
     assert written["n_slices"].tolist() == [3] * len(fold["test"])
 
     # Other test scores and test labels change the fused test scores, never the scale.
-    image["probability"] = expit(rng.normal(0, 3, len(image)))
+    image["probability_mean"] = expit(rng.normal(0, 3, len(image)))
     image.reset_index().to_csv(image_dir / "predictions_patients.csv", index=False)
     relabelled = {**labels, **{case: 1 - labels[case] for case in fold["test"]}}
     train_fusion(

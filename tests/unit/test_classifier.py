@@ -38,7 +38,7 @@ from hepred.classifier.train import (
     train_classifier,
 )
 from hepred.errors import HepredError
-from hepred.patient_rules import PATIENT_COLUMNS, combine_slices
+from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES, combine_slices
 from hepred.preprocess import apply_windows
 from hepred.training import load_weights
 
@@ -269,7 +269,7 @@ def test_outputs_score_every_test_slice_and_model_loads_weights_only(cohort):
     assert list(patients.columns) == PATIENT_COLUMNS
     assert list(patients["case_id"]) == FOLD["test"] and (patients["n_slices"] == 3).all()
     first = slices[slices["case_id"] == FOLD["test"][0]].sort_values("slice")
-    assert patients.loc[0, "probability"] == pytest.approx(first["probability"].mean())
+    assert patients.loc[0, "probability_mean"] == pytest.approx(first["probability"].mean())
     # t1 is scored through one view, so each rule is its offset on the raw slice logits.
     offsets = torch.load(out_dir / "model.pt", weights_only=True)["meta"]["logit_offsets"]
     raw = logit(first["probability"].to_numpy(np.float64)) - offsets["mean"]
@@ -370,11 +370,11 @@ def test_augmented_scenarios_are_scored_over_their_training_views_with_the_offse
     max_rule = torch.sigmoid(torch.from_numpy(np.stack(views)) + offsets["max"]).mean(0).numpy()
     with_max_offset = written.assign(p=max_rule)
     np.testing.assert_allclose(patients["probability_max"], with_max_offset.groupby("case_id")["p"].max(), rtol=1e-5)
-    np.testing.assert_allclose(patients["probability"], written.groupby("case_id")["probability"].mean(), rtol=1e-5)
+    np.testing.assert_allclose(patients["probability_mean"], written.groupby("case_id")["probability"].mean(), rtol=1e-5)
     # Every offset brings the validation patients' mean probability under its rule to the
     # training prevalence (1/2 here).
     val_patients = patient_table(val_set.item_table(), view_logits(model, val_set, cfg, device, "t2"), offsets)
-    for column in ("probability", "probability_max", "probability_middle"):
+    for column in PATIENT_RULES:
         assert val_patients[column].mean() == pytest.approx(0.5, abs=1e-6), column
     plain = torch.sigmoid(torch.from_numpy(slice_logits(model, test_set, cfg, device)) + offsets["mean"]).numpy()
     assert np.abs(written["probability"].to_numpy() - plain).max() > 1e-5
@@ -388,7 +388,7 @@ def test_prevalence_offsets_match_each_rule_and_keep_the_ranking():
     logits = np.array([[-3.0, -1.0, 0.5, 2.0, -2.0]])
     offsets = prevalence_offsets(items, logits, 0.25)
     table = patient_table(items, logits, offsets).set_index("case_id")
-    assert table["probability"].mean() == pytest.approx(0.25, abs=1e-9)
+    assert table["probability_mean"].mean() == pytest.approx(0.25, abs=1e-9)
     assert table["probability_max"].mean() == pytest.approx(0.25, abs=1e-9)
     assert table["probability_middle"].mean() == pytest.approx(0.25, abs=1e-9)
     assert offsets["max"] < offsets["mean"]  # the max of a patient's slices sits above their mean
@@ -407,7 +407,7 @@ def test_calibration_finds_its_offset_whatever_range_the_logits_span(spread):
     logits = np.array([[spread, spread * 0.9, spread * 0.8, -spread, spread * 0.5]])
     offsets = prevalence_offsets(items, logits, 0.3)
     table = patient_table(items, logits, offsets)
-    for column in ("probability", "probability_max", "probability_middle"):
+    for column in PATIENT_RULES:
         assert table[column].mean() == pytest.approx(0.3, abs=1e-6)
 
 

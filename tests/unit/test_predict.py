@@ -105,11 +105,11 @@ def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
     assert list(result["case_id"]) == ["new1", "new2"]
     assert result["probability"].between(0, 1).all()
     assert (result["n_models"] == 2).all()
-    assert (result["probability_min"] <= result["probability"]).all() and (
-        result["probability"] <= result["probability_max"]
+    assert (result["fold_models_min"] <= result["probability"]).all() and (
+        result["probability"] <= result["fold_models_max"]
     ).all()
     # Two different random models disagree, so the spread is positive.
-    assert (result["probability_sd"] > 0).all()
+    assert (result["fold_models_sd"] > 0).all()
     assert list(result["prediction"]) == [int(p >= 0.5) for p in result["probability"]]
     pd.testing.assert_frame_equal(pd.read_csv(out_csv), result, check_dtype=False)
     # The new cases were preprocessed with the settings stored in the models (size 32).

@@ -291,7 +291,7 @@ def write_predictions(root: Path, scenarios=("t1", "t3", "t5"), n=30, k=5, seed=
                     "case_id": [f"c{i:03d}" for i in np.flatnonzero(rows)],
                     "fold": fold,
                     "scenario": scenario,
-                    "probability": probability[rows],
+                    "probability_mean": probability[rows],
                     "probability_max": np.minimum(1.0, probability[rows] * 1.5),
                     "probability_middle": probability[rows][::-1],
                     "label": labels[rows],
@@ -341,7 +341,7 @@ def test_end_to_end_writes_every_file(tmp_path):
     assert written.loc[1, "auc_fold_sd"] == pytest.approx(t3["auc"].std(ddof=1))
 
     metrics = _strict_json(out / "metrics.json")
-    assert metrics["config"]["bootstrap"] == 200 and metrics["config"]["probability_column"] == "probability"
+    assert metrics["config"]["bootstrap"] == 200 and metrics["config"]["probability_column"] == "probability_mean"
     assert metrics["config"]["reference"] == "t1"
     assert set(metrics["scenarios"]) == {"t1", "t3", "t5"}
     confusion = metrics["scenarios"]["t5"]["confusion_matrix"]
@@ -437,7 +437,7 @@ def test_refuses_probability_outside_unit_interval(tmp_path):
     files = write_predictions(tmp_path)
 
     def corrupt(frame):
-        frame.loc[1, "probability"] = 1.5
+        frame.loc[1, "probability_mean"] = 1.5
         return frame
 
     _rewrite(files[0], corrupt)

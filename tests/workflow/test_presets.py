@@ -29,3 +29,10 @@ def test_paper_preset_fixes_every_setting_the_demo_config_changes():
         leaked = {key for key in set(demo[section]) - set(paper[section]) if demo[section][key] != defaults[section][key]}
         assert not leaked, f"demo {section} setting(s) {sorted(leaked)} reach a paper run"
     assert paper["statistics"]["aggregation"] == "mean"
+
+
+def test_the_readme_override_of_one_key_plans_a_run(workdir):
+    # README: --config preprocess='{size: 256}'; Snakemake passes the 256 as a string.
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    result = run_snakemake(workdir, demo, "-n", "--config", "preprocess={size: 256}")
+    assert "train_classifier" in result.stdout + result.stderr
