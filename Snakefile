@@ -21,6 +21,14 @@ include: "rules/baselines.smk"
 include: "rules/statistics.smk"
 
 
+onsuccess:
+    report_failed_cases(run_failed=False)
+
+
+onerror:
+    report_failed_cases(run_failed=True, snakemake_log=log)
+
+
 rule all:
     default_target: True
     input:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hepred.errors import HepredError
+from hepred.failures import clear_failure, record_failure
 
 log = logging.getLogger("hepred")
 
@@ -47,11 +48,13 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(max(1, int(smk.threads)))
+    results, wildcards = smk.config["results"], dict(smk.wildcards.items())
     try:
         main(smk)
     except BaseException as error:
         # Whatever ended the job (bad input, a bug, Ctrl-C), none of its outputs stays.
         _remove_outputs(list(smk.output))
+        record_failure(results, smk.rule, wildcards, error, log_file)
         if isinstance(error, HepredError):
             log.error("%s", error)
             print(f"hepred: error: {error}", file=sys.stderr)
@@ -59,3 +62,4 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
         if isinstance(error, Exception):
             log.exception("unexpected error (a bug, please report it with this log)")
         raise
+    clear_failure(results, smk.rule, wildcards)

@@ -17,6 +17,7 @@ os.environ.update(
 from hepred.classifier.settings import result_settings as classifier_result_settings
 from hepred.config import validate_config
 from hepred.errors import HepredError
+from hepred.failures import failure_report, write_failed_cases
 from hepred.samplesheet import read_sample_sheet
 from hepred.samplesheet import demo_case_ids
 from hepred.synth.config import model_settings as generator_model_settings
@@ -101,3 +102,9 @@ def final_targets():
     if DEMO:
         targets.append(f"{RESULTS}/qc/skull_strip_dice.csv")
     return targets
+
+
+def report_failed_cases(run_failed, snakemake_log=""):
+    """results/failed_cases.csv, and its lines printed last on the console."""
+    frame = write_failed_cases(RESULTS, set(CASES))
+    print(failure_report(frame, RESULTS, run_failed, snakemake_log), file=sys.stderr)

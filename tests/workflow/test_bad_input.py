@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 
 from tests.workflow.conftest import run_snakemake
@@ -63,6 +64,29 @@ def test_bad_cases_fail_alone_with_one_line_each(workdir):
         ]
         assert len(errors) == 1, errors
         assert f"case {case}" in errors[0] and file_name in errors[0] and words in errors[0]
+
+    # The run ends with the list of exactly the failed cases, in a file and printed last.
+    failed = pd.read_csv(workdir / "results/failed_cases.csv", keep_default_na=False)
+    assert list(failed.columns) == ["case", "stage", "job", "file", "error", "log"]
+    assert sorted(failed["case"]) == sorted(expectations) and set(failed["stage"]) == {"ingest"}
+    for row in failed.itertuples():
+        file_name, words = expectations[row.case]
+        assert row.file.endswith(file_name) and words in row.error and row.log.endswith(f"{row.case}.log")
+    # After the last job, followed only by Snakemake's closing lines (log path, elapsed time).
+    lines = result.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("hepred: 4 job(s) failed"))
+    assert "Exiting because a job execution failed" in lines[start - 1]
+    listed = lines[start + 1 : start + 1 + len(expectations)]
+    assert sorted(line.split()[2].rstrip(":") for line in listed) == sorted(expectations)
+
+    # Fixed input: the rerun succeeds and the list empties.
+    for case in expectations:
+        write_ct_and_mask(data, case)
+    rows = [row.replace("nowhere", "missing") for row in rows]
+    (workdir / "samples.csv").write_text("\n".join(rows) + "\n")
+    result = run_snakemake(workdir, {"samples": "samples.csv"}, *targets)
+    assert pd.read_csv(workdir / "results/failed_cases.csv").empty
+    assert "hepred: no job failed" in result.stderr
 
 
 def test_sheet_and_config_errors_stop_before_anything_runs(workdir):
