@@ -223,6 +223,28 @@ def _remove_outputs(out_dir: Path) -> None:
         out_dir.rmdir()
 
 
+def ingest_summary(meta: dict) -> str:
+    """One line on what ingest did with a case (its log), from its meta.json."""
+    size = "x".join(str(v) for v in meta.get("size", []))
+    spacing = "x".join(f"{v:.2f}" for v in meta.get("spacing_mm", []))
+    parts = [f"CT from {meta.get('ct_source', 'file')} ({meta.get('n_slices', '?')} slices, {size} voxels of {spacing} mm)"]
+    if meta.get("SeriesNumber") is not None:
+        parts.append(f"series number {meta['SeriesNumber']}")
+    if meta.get("tilt_deg"):
+        parts.append(f"gantry tilt {meta['tilt_deg']:.1f} deg corrected")
+    if meta.get("resampled"):
+        parts.append("uneven slices resampled to a regular grid")
+    if meta.get("duplicate_slices_dropped"):
+        parts.append(f"{meta['duplicate_slices_dropped']} duplicate slice(s) dropped")
+    lesion = f"lesion {meta['lesion_volume_ml']:.1f} ml"
+    if meta.get("lesion_resampled"):
+        lesion += " (mask resampled onto the CT grid)"
+    parts.append(lesion)
+    if meta.get("followup_lesion_volume_ml") is not None:
+        parts.append(f"follow-up lesion {meta['followup_lesion_volume_ml']:.1f} ml")
+    return "; ".join(parts)
+
+
 def ingest_case(
     case_id: str,
     ct: Path,
@@ -268,6 +290,7 @@ def ingest_case(
         save_sitk(out_dir / "ct.nii.gz", ct_image)
         save_sitk(out_dir / "lesion.nii.gz", mask)
         write_json(out_dir / "meta.json", metadata)
+        logger.info("case %s: %s", case_id, ingest_summary(metadata))
         return metadata
     except HepredError as error:
         _remove_outputs(out_dir)

@@ -172,8 +172,9 @@ def resample_slices(image: sitk.Image, size: int, interpolator: int, default: fl
     )
 
 
-def stripped_hu_slices(ct: sitk.Image, brain: sitk.Image, size: int) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Skull-stripped HU (int16 [Z, size, size], outside the brain -1024) and its spacing (x, y, z).
+def stripped_hu_slices(ct: sitk.Image, brain: sitk.Image, size: int) -> tuple[np.ndarray, sitk.Image]:
+    """Skull-stripped HU (int16 [Z, size, size], outside the brain -1024) and an image on its
+    grid (whose spacing, origin and direction place the array in patient space).
 
     Voxels above RIM_HU at the edge of the mask are partial volume with the inner table:
     they stay in the brain mask (the truth counts them) but not in the image, where they
@@ -190,7 +191,7 @@ def stripped_hu_slices(ct: sitk.Image, brain: sitk.Image, size: int) -> tuple[np
     inside = weight_np >= 0.5
     hu = np.full(inside.shape, OUTSIDE_HU, dtype=np.int16)
     hu[inside] = np.round(weighted_hu[inside] / weight_np[inside]).astype(np.int16)
-    return hu, weight.GetSpacing()
+    return hu, weight
 
 
 def _read_image(path: Path, case_id: str, what: str) -> sitk.Image:
@@ -310,7 +311,7 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
         brain = sitk.Resample(brain_lps, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
     size = settings["size"]
-    hu, spacing = stripped_hu_slices(ct_lps, brain_lps, size)
+    hu, grid = stripped_hu_slices(ct_lps, brain_lps, size)
     lesion_small = resample_slices(lesion_lps, size, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     lesion_np = sitk.GetArrayFromImage(lesion_small)
 
@@ -323,7 +324,11 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
             "case %s: %.0f%% of the lesion lies outside the brain mask", case_id, 100.0 * outside / lesion_full.sum()
         )
     info = {
-        "spacing_mm": [round(float(v), 6) for v in spacing],
+        "spacing_mm": [round(float(v), 6) for v in grid.GetSpacing()],
+        # Where the cache lies in patient space (LPS, as SimpleITK): synthetic volumes and
+        # saliency maps made on this grid are written with it, so they overlay the CT.
+        "origin_mm": [float(v) for v in grid.GetOrigin()],
+        "direction": [float(v) for v in grid.GetDirection()],
         "lesion_pixels": [int(v) for v in lesion_np.sum(axis=(1, 2))],
         "brain_volume_ml": float(brain_np.sum()) * voxel_ml,
         "lesion_volume_ml": float(lesion_full.sum()) * voxel_ml,
@@ -345,6 +350,19 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
     io.save_figure(out_dir / "montage.png", figure)
     # info.json last: its presence means the case is complete.
     io.write_json(out_dir / "info.json", info)
+    spacing = info["spacing_mm"]
+    log.info(
+        "case %s: skull stripped (brain %.0f ml, lesion %.1f ml); cache of %d slices of %d x %d px at "
+        "%.2f x %.2f x %.2f mm, %d with lesion",
+        case_id,
+        info["brain_volume_ml"],
+        info["lesion_volume_ml"],
+        hu.shape[0],
+        size,
+        size,
+        *spacing,
+        sum(1 for pixels in info["lesion_pixels"] if pixels),
+    )
     return info
 
 

@@ -24,6 +24,11 @@ class CaseSlab:
     lesion: np.ndarray  # bool [n, S, S], restricted to the brain
     full_lesion: np.ndarray  # bool [Z, S, S], restricted to the brain
     spacing_mm: tuple[float, float, float]  # x, y, z of the npy grid
+    full_hu: np.ndarray | None = None  # int16 [Z, S, S], the whole cache volume
+    # Origin (x, y, z mm) and direction (9 numbers) of the npy grid in patient space (LPS);
+    # None for a cache written before preprocess recorded them.
+    origin_mm: tuple[float, float, float] | None = None
+    direction: tuple[float, ...] | None = None
 
     @property
     def brain(self) -> np.ndarray:
@@ -46,6 +51,17 @@ def _load_array(path: Path, case_id: str, dtype) -> np.ndarray:
     if array.dtype != dtype:
         raise HepredError(f"expected dtype {np.dtype(dtype).name}, got {array.dtype}", case_id=case_id, path=path)
     return array
+
+
+def _read_geometry(path: Path, case_id: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Origin and direction of the cache grid from info.json; (None, None) when it has none."""
+    info = json.loads(path.read_text())
+    if "origin_mm" not in info or "direction" not in info:
+        return None, None
+    origin, direction = tuple(float(v) for v in info["origin_mm"]), tuple(float(v) for v in info["direction"])
+    if len(origin) != 3 or len(direction) != 9:
+        raise HepredError("origin_mm must be 3 numbers and direction 9", case_id=case_id, path=path)
+    return origin, direction
 
 
 def _read_spacing(path: Path, case_id: str) -> tuple[float, float, float]:
@@ -79,12 +95,14 @@ def load_case_slab(preprocess_dir: Path, case_id: str, label: int, min_lesion_pi
         raise HepredError(f"lesion shape {lesion.shape} differs from hu.npy {hu.shape}", case_id=case_id,
                           path=case_dir / "lesion.npy")
     spacing = _read_spacing(case_dir / "info.json", case_id)
+    origin, direction = _read_geometry(case_dir / "info.json", case_id)
     full_lesion = (lesion > 0) & (hu > OUTSIDE_HU)
     slices = np.flatnonzero(full_lesion.sum(axis=(1, 2)) >= max(1, min_lesion_pixels))
     if slices.size == 0:
         return None
     return CaseSlab(case_id=case_id, label=label, slices=slices, hu=np.ascontiguousarray(hu[slices]),
-                    lesion=full_lesion[slices], full_lesion=full_lesion, spacing_mm=spacing)
+                    lesion=full_lesion[slices], full_lesion=full_lesion, spacing_mm=spacing, full_hu=hu,
+                    origin_mm=origin, direction=direction)
 
 
 def iter_slabs(preprocess_dir: Path, cases: list[str], labels: dict[str, int], min_lesion_pixels: int,

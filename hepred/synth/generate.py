@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,22 @@ def _sampling_settings(settings: dict, meta: dict) -> dict:
     return sampling
 
 
-def _sitk_image(array: np.ndarray, spacing_mm) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(v) for v in spacing_mm])
+def _on_source_grid(slab: CaseSlab, used_slices: np.ndarray, whole_volume: np.ndarray | None) -> sitk.Image:
+    """A synthetic version's slices placed back in its source case's whole cache volume, with
+    the cache's spacing, origin and direction: the NIfTI overlays the source CT in any
+    viewer. Slices the synthesis did not use are the source's own."""
+    if slab.origin_mm is None or slab.direction is None or whole_volume is None:
+        raise HepredError(
+            "info.json has no origin_mm/direction (written by an older hepred): rerun preprocess "
+            "(snakemake --forcerun preprocess) so synthetic volumes can be placed on the patient's CT",
+            case_id=slab.case_id,
+        )
+    volume = whole_volume.copy()
+    volume[slab.slices] = used_slices
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing([float(v) for v in slab.spacing_mm])
+    image.SetOrigin(slab.origin_mm)
+    image.SetDirection(slab.direction)
     return image
 
 
@@ -83,13 +97,32 @@ def _repaint_versions(repainter, versions: list[tuple[CaseSlab, int, int, np.nda
 def _write_version(out_dir: Path, slab: CaseSlab, index: int, seed: int, method: str, hu: np.ndarray,
                    lesion: np.ndarray) -> dict:
     synthetic_id = f"{slab.case_id}_syn{index}"
-    io.save_sitk(out_dir / f"{synthetic_id}_image.nii.gz", _sitk_image(hu, slab.spacing_mm))
-    io.save_sitk(out_dir / f"{synthetic_id}_lesion.nii.gz", _sitk_image(lesion, slab.spacing_mm))
+    io.save_sitk(out_dir / f"{synthetic_id}_image.nii.gz", _on_source_grid(slab, hu, slab.full_hu))
+    io.save_sitk(out_dir / f"{synthetic_id}_lesion.nii.gz", _on_source_grid(slab, lesion, slab.full_lesion.astype(np.uint8)))
     io.save_npy(out_dir / f"{synthetic_id}_hu.npy", hu)
     io.save_npy(out_dir / f"{synthetic_id}_lesion.npy", lesion)
     return {"synthetic_id": synthetic_id, "source_case": slab.case_id, "label": slab.label, "method": method,
             "seed": seed, "lesion_volume_ml": float(lesion.sum()) * slab.voxel_ml,
             "image": f"{synthetic_id}_image.nii.gz", "lesion": f"{synthetic_id}_lesion.nii.gz"}
+
+
+class Progress:
+    """Cases and synthetic slices done, their rate and the time left, logged after each case."""
+
+    def __init__(self, n_cases: int, log: logging.Logger):
+        self.n_cases, self.log = n_cases, log
+        self.cases = self.slices = 0
+        self.started = time.perf_counter()
+
+    def case_done(self, slices: int) -> None:
+        self.cases += 1
+        self.slices += slices
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.cases * (self.n_cases - self.cases)
+        self.log.info(
+            "synthesis: %d/%d cases, %d slices, %.1f slices/s, about %.0f s left",
+            self.cases, self.n_cases, self.slices, self.slices / max(elapsed, 1e-9), left,
+        )
 
 
 def _montage_panels(slab: CaseSlab, outputs: list[tuple[np.ndarray, np.ndarray]], size: int):
@@ -140,9 +173,11 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
         repainter.load_weights(model["state_dict"])
     growth = sampling["target_mask"]
     rows, real, synthetic, examples = [], {}, {}, []
+    progress = Progress(len(train_cases), log)
     # One case at a time: only that case's volumes are held in memory.
     for _, slab in iter_slabs(Path(preprocess_dir), train_cases, labels, sampling["min_lesion_pixels"], log):
         if slab is None:
+            progress.case_done(0)
             continue
         distance = lesion_distance(slab)
         versions = []
@@ -163,6 +198,7 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
         synthetic[slab.case_id] = np.concatenate([hu[lesion > 0] for hu, lesion in outputs])
         if len(examples) < MONTAGE_CASES:
             examples.append(_montage_panels(slab, outputs, sampling["patch_size"]))
+        progress.case_done(len(slab.slices) * len(versions))
     if not rows:
         raise HepredError("no training case has a lesion-bearing slice to synthesise from", path=preprocess_dir)
     summary = write_qc(out_dir / "qc", real, synthetic, examples)

@@ -65,6 +65,7 @@ def write_toy_preprocessed_cohort(out_dir: Path, n_cases: int, size: int = 64, n
             "spacing_mm": spacing, "lesion_pixels": [int(v) for v in lesion.sum(axis=(1, 2))],
             "brain_volume_ml": float((hu > OUTSIDE_HU).sum()) * voxel_ml,
             "lesion_volume_ml": float(lesion.sum()) * voxel_ml, "size": size,
+            "origin_mm": [-fov_mm / 2, -fov_mm / 2, -20.0], "direction": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
         })
         labels[case_id] = label
     return labels

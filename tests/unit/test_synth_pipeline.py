@@ -110,16 +110,21 @@ def test_synthesis_outputs_and_determinism(cohort, models, method, tmp_path):
         np.testing.assert_array_equal(hu, np.load(tmp_path / "b" / f"{row.synthetic_id}_hu.npy"))
         np.testing.assert_array_equal(lesion, np.load(tmp_path / "b" / f"{row.synthetic_id}_lesion.npy"))
         differs |= not np.array_equal(hu, np.load(tmp_path / "c" / f"{row.synthetic_id}_hu.npy"))
-        image = sitk.ReadImage(str(tmp_path / "a" / row.image))
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), hu)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / row.lesion))), lesion)
         assert hu.dtype == np.int16 and lesion.dtype == np.uint8 and lesion.any()
 
         source_hu = np.load(root / row.source_case / "hu.npy")
         source_lesion = np.load(root / row.source_case / "lesion.npy")
-        spacing = json.loads((root / row.source_case / "info.json").read_text())["spacing_mm"]
-        assert image.GetSpacing() == pytest.approx(spacing)
+        info = json.loads((root / row.source_case / "info.json").read_text())
         used = np.flatnonzero(((source_lesion > 0) & (source_hu > OUTSIDE_HU)).sum(axis=(1, 2)) >= 10)
+        # The NIfTI is the source's whole cache volume on its grid, the used slices replaced.
+        image = sitk.ReadImage(str(tmp_path / "a" / row.image))
+        assert image.GetSpacing() == pytest.approx(info["spacing_mm"]) and image.GetOrigin() == pytest.approx(info["origin_mm"])
+        image_hu = sitk.GetArrayFromImage(image)
+        image_lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / row.lesion)))
+        np.testing.assert_array_equal(image_hu[used], hu)
+        np.testing.assert_array_equal(image_lesion[used], lesion)
+        others = np.setdiff1d(np.arange(len(source_hu)), used)
+        np.testing.assert_array_equal(image_hu[others], source_hu[others])
         source_hu, source_lesion = source_hu[used], source_lesion[used]
         assert hu.shape == source_hu.shape
         # The brain outline is kept; far from both lesions nothing changes.
@@ -129,7 +134,7 @@ def test_synthesis_outputs_and_determinism(cohort, models, method, tmp_path):
 
             near = np.stack([ndimage.distance_transform_edt(~plane) <= 3 for plane in (lesion > 0) | (source_lesion > 0)])
             np.testing.assert_array_equal(hu[~near], source_hu[~near])
-        assert row.lesion_volume_ml == pytest.approx(lesion.sum() * np.prod(spacing) / 1000)
+        assert row.lesion_volume_ml == pytest.approx(lesion.sum() * np.prod(info["spacing_mm"]) / 1000)
     assert differs
 
 
@@ -267,3 +272,44 @@ def test_resume_after_sigkill_gives_the_same_weights(cohort, tmp_path, method, c
     assert a.keys() == b.keys()
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert list(pd.read_csv(killed / "loss.csv")["epoch"]) == list(range(1, cfg["epochs"] + 1))
+
+
+def test_synthetic_volumes_overlay_their_source_ct(tmp_path):
+    # A real preprocess cache of a head stored right-anterior-superior with an offset origin:
+    # the synthetic NIfTI must land on the patient's CT, not at the origin of a bare array.
+    from hepred.preprocess import preprocess_case
+    from tests.unit.test_preprocess import synthetic_head
+
+    ct, _, lesion = synthetic_head()
+    lesion_image = sitk.GetImageFromArray(lesion)
+    lesion_image.CopyInformation(ct)
+    ct, lesion_image = sitk.DICOMOrient(ct, "RAS"), sitk.DICOMOrient(lesion_image, "RAS")
+    ct.SetOrigin((12.0, -7.0, 30.0))
+    lesion_image.CopyInformation(ct)
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(lesion_image, str(tmp_path / "lesion.nii.gz"))
+    cases = ["a", "b"]
+    for case in cases:
+        preprocess_case(case, tmp_path / "ct.nii.gz", tmp_path / "lesion.nii.gz", tmp_path / "pre" / case, {"size": 64})
+    labels = {"a": 1, "b": 0}
+    cfg = {"method": "morph", "versions": 1, "min_lesion_pixels": 4, "target_mask": {"growth": [0.0, 0.0], "elastic_mm": 0.0}}
+    model = tmp_path / "gen" / "model.pt"
+    train_generator(tmp_path / "pre", cases, labels, cfg, model, tmp_path / "gen" / "ckpt.pt", tmp_path / "gen" / "loss.csv",
+                    seed=1, device="cpu")
+    synthesize(tmp_path / "pre", cases, labels, model, cfg, tmp_path / "syn", seed=1, device="cpu")
+
+    synthetic = sitk.ReadImage(str(tmp_path / "syn" / "a_syn0_lesion.nii.gz"))
+    on_ct = sitk.Resample(synthetic, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+    def world_centroid(image):
+        voxels = np.argwhere(sitk.GetArrayFromImage(image) > 0)[:, ::-1].astype(float)  # x, y, z indices
+        return np.array(image.TransformContinuousIndexToPhysicalPoint(voxels.mean(axis=0).tolist()))
+
+    shift = np.linalg.norm(world_centroid(on_ct) - world_centroid(lesion_image))
+    assert shift <= max(synthetic.GetSpacing()), shift
+    image = sitk.ReadImage(str(tmp_path / "syn" / "a_syn0_image.nii.gz"))
+    assert image.GetSize() == synthetic.GetSize() and image.GetOrigin() == synthetic.GetOrigin()
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pre" / "a" / "brain_mask.nii.gz"))) > 0
+    resampled = sitk.GetArrayFromImage(sitk.Resample(image, ct, sitk.Transform(), sitk.sitkNearestNeighbor, -1024))
+    inside = resampled > OUTSIDE_HU
+    assert (inside & brain).sum() / np.sqrt(inside.sum() * brain.sum()) > 0.9
