@@ -38,7 +38,10 @@ def montage_figure(examples: list[tuple[str, list[tuple[str, np.ndarray, np.ndar
     import matplotlib.pyplot as plt
 
     columns = max(len(panels) for _, panels in examples)
-    figure, axes = plt.subplots(len(examples), columns, figsize=(2.2 * columns, 2.3 * len(examples)), squeeze=False)
+    # Constrained layout puts the title right above the panels (no blank band under it).
+    figure, axes = plt.subplots(
+        len(examples), columns, figsize=(2.2 * columns, 2.3 * len(examples)), squeeze=False, layout="constrained"
+    )
     for row, (case_id, panels) in enumerate(examples):
         for column in range(columns):
             axis = axes[row, column]
