@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -63,3 +65,19 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
             log.exception("unexpected error (a bug, please report it with this log)")
         raise
     clear_failure(results, smk.rule, wildcards)
+
+
+def visible_gpus() -> int:
+    """GPUs a local run may use: those CUDA_VISIBLE_DEVICES names when it is set, else those
+    ``nvidia-smi -L`` lists; 0 without either (found without importing torch, which the
+    workflow's own process never needs)."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return len([device for device in named.split(",") if device.strip() and device.strip() != "-1"])
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    if listing.returncode != 0:
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())

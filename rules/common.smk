@@ -19,6 +19,7 @@ from hepred.config import validate_config
 from hepred.errors import HepredError
 from hepred.failures import failure_report, write_failed_cases
 from hepred.samplesheet import read_sample_sheet
+from hepred.workflow import visible_gpus
 from hepred.samplesheet import demo_case_ids
 from hepred.synth.config import model_settings as generator_model_settings
 from hepred.synth.config import result_settings as synthesis_result_settings
@@ -27,6 +28,23 @@ try:
     config.update(validate_config(config, source=None))
 except HepredError as error:
     raise WorkflowError(f"hepred: {error}")
+
+# One GPU workstation: at most one training job per visible GPU (each asks for
+# resources.gpu of them), so that several cores never start several trainings on one GPU.
+# A --resources gpu=N of the user's wins; on a cluster its scheduler hands out the GPUs.
+if (
+    workflow.local_exec
+    and config["device"] != "cpu"
+    and "gpu" not in workflow.global_resources
+):
+    _gpus = visible_gpus()
+    if _gpus:
+        workflow.register_resource("gpu", _gpus)
+        print(
+            f"hepred: {_gpus} GPU(s) visible: at most {_gpus // max(1, config['resources']['gpu'])} "
+            "training job(s) at a time (--resources gpu=N to change)",
+            file=sys.stderr,
+        )
 
 RESULTS = config["results"].rstrip("/")
 DEMO = not config["samples"]

@@ -1,4 +1,6 @@
 """The shipped presets validate and plan the whole workflow (dry run)."""
+import os
+
 import pytest
 import yaml
 
@@ -36,3 +38,25 @@ def test_the_readme_override_of_one_key_plans_a_run(workdir):
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     result = run_snakemake(workdir, demo, "-n", "--config", "preprocess={size: 256}")
     assert "train_classifier" in result.stdout + result.stderr
+
+
+def test_a_gpu_workstation_runs_one_training_job_per_visible_gpu(workdir, tmp_path, monkeypatch):
+    # A fake nvidia-smi that lists two GPUs stands in for the driver.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text('#!/bin/sh\necho "GPU 0: Fake A (UUID: GPU-a)"\necho "GPU 1: Fake B (UUID: GPU-b)"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    limit = "hepred: 2 GPU(s) visible: at most 2 training job(s) at a time"
+    assert limit in run_snakemake(workdir, demo, "-n").stderr
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert "hepred: 1 GPU(s) visible: at most 1 training job(s)" in run_snakemake(workdir, demo, "-n").stderr
+    # The user's own limit, a CPU run and a machine without GPUs set none.
+    assert "GPU(s) visible" not in run_snakemake(workdir, demo, "-n", "--resources", "gpu=4").stderr
+    assert "GPU(s) visible" not in run_snakemake(workdir, {**demo, "device": "cpu"}, "-n").stderr
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "GPU(s) visible" not in run_snakemake(workdir, demo, "-n").stderr
