@@ -18,6 +18,7 @@ include: "rules/cohort.smk"
 include: "rules/synthesis.smk"
 include: "rules/classifier.smk"
 include: "rules/baselines.smk"
+include: "rules/saliency.smk"
 include: "rules/statistics.smk"
 
 

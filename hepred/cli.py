@@ -49,6 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
         scenario=args.scenario,
         lesion=args.lesion,
         work_dir=args.work_dir,
+        explain_dir=args.explain,
     )
     print(frame.to_string(index=False))
     failed = int(frame["error"].notna().sum())
@@ -118,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--work-dir", type=Path, default=None, help="where ingest/preprocess outputs go (default: a temporary folder)"
+    )
+    predict.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write Grad-CAM maps of the image models into DIR: per case a PNG of its most predictive "
+        "slices and a NIfTI overlay on its CT grid (default: none)",
     )
     predict.add_argument(
         "--config",

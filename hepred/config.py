@@ -116,6 +116,13 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
                 f"({', '.join(filled['classifier']['scenarios'])}): the summary compares it with that scenario",
                 path=source,
             )
+    saliency = filled["report"]["saliency_scenario"]
+    if saliency != "auto" and saliency not in filled["classifier"]["scenarios"]:
+        raise HepredError(
+            f"config report.saliency_scenario: {saliency!r} is not among classifier.scenarios "
+            f"({', '.join(filled['classifier']['scenarios'])})",
+            path=source,
+        )
     if baselines["fusion"] and "radiomics" not in baselines["models"]:
         raise HepredError(
             f"config baselines.fusion: {baselines['fusion']!r} fuses with the radiomics model, "
@@ -123,6 +130,15 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
             path=source,
         )
     return filled
+
+
+def saliency_scenario(config: dict[str, Any]) -> str:
+    """The image scenario whose models are explained: report.saliency_scenario, where auto is
+    the fusion's image scenario, else t1 (the reference every run has)."""
+    chosen = config["report"]["saliency_scenario"]
+    if chosen != "auto":
+        return chosen
+    return config["baselines"]["fusion"] or "t1"
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
 from hepred.radiomics import radiomics_features
 from hepred.patient_rules import RULE_COLUMNS
+from hepred.saliency import explain_cases
 from hepred.samplesheet import SAFE_CASE_ID, SHEET_SUFFIXES, Case, read_sample_sheet
 from hepred.training import select_device
 
@@ -168,6 +169,7 @@ def predict(
     lesion: Path | None = None,
     config: dict | None = None,
     work_dir: Path | None = None,
+    explain_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Mean HE probability over the fold models of ``scenario`` for each input case, written to ``out_csv``.
 
@@ -177,11 +179,14 @@ def predict(
     threshold apply (see ``run_rule_and_threshold``). The image settings always come from the
     models. Ingest and preprocess outputs go to ``work_dir`` (a temporary directory, removed
     afterwards, when not given). A case that fails gets its error in the ``error`` column; when
-    none can be scored, a HepredError is raised and nothing is written.
+    none can be scored, a HepredError is raised and nothing is written. ``explain_dir`` gets
+    the Grad-CAM maps of the image models for every scored case (``hepred.saliency``).
     """
     models_dir = Path(models_dir)
     image = image_models_for(models_dir, scenario)
     model_paths = find_models(models_dir, image) if image else []
+    if explain_dir is not None and not model_paths:
+        raise HepredError(f"--explain shows where an image model looks; scenario {scenario} has none")
     radiomics_settings = radiomics_settings_for(models_dir, scenario)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})
@@ -262,6 +267,17 @@ def predict(
             patients = patient_table(dataset.item_table(), logits, meta["logit_offsets"])
             image_by_fold[int(meta["fold"])] = patients.set_index("case_id")[patient_column].rename(str(path))
             logger.info("%s: %d slices of %d cases scored", path, len(items), len(sources))
+        if explain_dir is not None:
+            explain_cases(
+                models,
+                sources,
+                preprocess_cfg["windows"],
+                {source.case_id: work_dir / "ingest" / source.case_id / "ct.nii.gz" for source in sources},
+                Path(explain_dir),
+                settings["report"]["saliency_slices"],
+                device,
+                {"batch_size": run_settings["batch_size"], "num_workers": run_settings["num_workers"]},
+            )
 
     features = pd.concat(feature_rows) if feature_rows else None
     if scenario in BASELINE_MODELS:

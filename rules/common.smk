@@ -15,7 +15,7 @@ os.environ.update(
 )
 
 from hepred.classifier.settings import result_settings as classifier_result_settings
-from hepred.config import validate_config
+from hepred.config import saliency_scenario, validate_config
 from hepred.errors import HepredError
 from hepred.failures import failure_report, write_failed_cases
 from hepred.samplesheet import read_sample_sheet
@@ -78,6 +78,7 @@ NULL_CONTROL = (
     else []
 )
 FUSION_IMAGE = config["baselines"]["fusion"]
+SALIENCY_SCENARIO = saliency_scenario(config)
 # Every row of the statistics: image scenarios, null control, baselines, fusion.
 SCENARIOS = (
     IMAGE_SCENARIOS
@@ -117,6 +118,7 @@ def synthetic_manifest_if_needed(wildcards):
 
 def final_targets():
     targets = [f"{RESULTS}/statistics/summary.csv"]
+    targets += expand(f"{RESULTS}/fold_{{fold}}/saliency/{SALIENCY_SCENARIO}", fold=FOLDS)
     if DEMO:
         targets.append(f"{RESULTS}/qc/skull_strip_dice.csv")
     return targets

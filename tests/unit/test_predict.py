@@ -129,6 +129,24 @@ def test_predict_averages_fold_models_with_spread(models_dir, sheet, tmp_path):
     assert (maxed["probability"] < 1e-9).all()
 
 
+def test_explain_writes_gradcam_maps_on_each_new_cases_ct_grid(models_dir, sheet, tmp_path):
+    explain = tmp_path / "explain"
+    result = predict(models_dir, sheet, tmp_path / "p.csv", scenario="t5", config={"device": "cpu"}, explain_dir=explain)
+    index = pd.read_csv(explain / "index.csv")
+    assert list(index["case_id"]) == list(result["case_id"])
+    for row in index.itertuples():
+        assert len(str(row.slices).split()) == 3 and (explain / row.png).stat().st_size > 0
+        overlay = sitk.ReadImage(str(explain / row.nifti))
+        ct = sitk.ReadImage(str(tmp_path / f"{row.case_id}_ct.nii.gz"))
+        # On the patient's CT grid, finite, in [0, 1] and not empty.
+        assert overlay.GetSize() == ct.GetSize()
+        assert overlay.GetOrigin() == pytest.approx(ct.GetOrigin()) and overlay.GetSpacing() == pytest.approx(ct.GetSpacing())
+        values = sitk.GetArrayFromImage(overlay)
+        assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1 + 1e-6 and values.max() > 0
+    with pytest.raises(HepredError, match="--explain shows where an image model looks"):
+        predict(models_dir, sheet, tmp_path / "v.csv", scenario="volume", config={"device": "cpu"}, explain_dir=explain)
+
+
 def test_predict_refuses_a_model_without_calibration_offsets(models_dir, sheet, tmp_path):
     path = models_dir / "fold_1" / "classifier" / "t5" / "model.pt"
     payload = torch.load(path, weights_only=True)
