@@ -19,6 +19,7 @@ include: "rules/synthesis.smk"
 include: "rules/classifier.smk"
 include: "rules/baselines.smk"
 include: "rules/saliency.smk"
+include: "rules/report.smk"
 include: "rules/statistics.smk"
 
 

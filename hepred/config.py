@@ -132,6 +132,22 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
     return filled
 
 
+# Settings that change how fast a run goes, never a result (see docs/architecture.md).
+SPEED_SETTINGS = {"": ("device",), "resources": ("training_threads",), "classifier": ("num_workers",),
+                  "synthesis": ("sample_batch_size",)}
+
+
+def without_speed_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without its speed settings: what a job may depend on without rerunning
+    when only the speed changes."""
+    trimmed = copy.deepcopy(config)
+    for section, keys in SPEED_SETTINGS.items():
+        target = trimmed if not section else trimmed.get(section, {})
+        for key in keys:
+            target.pop(key, None)
+    return trimmed
+
+
 def saliency_scenario(config: dict[str, Any]) -> str:
     """The image scenario whose models are explained: report.saliency_scenario, where auto is
     the fusion's image scenario, else t1 (the reference every run has)."""

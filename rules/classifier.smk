@@ -10,7 +10,9 @@ rule train_classifier:
         info=all_preprocessed("info.json"),
         synthetic=synthetic_manifest_if_needed,
     output:
-        # model.pt and checkpoint_latest.pt are written beside these; the predictions last.
+        # checkpoint_latest.pt lives beside these while training runs; the predictions come last.
+        model=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/model.pt",
+        trained_with=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/trained_with.json",
         slices=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_slices.csv",
         patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
         validation=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_validation.csv",

@@ -15,7 +15,7 @@ os.environ.update(
 )
 
 from hepred.classifier.settings import result_settings as classifier_result_settings
-from hepred.config import saliency_scenario, validate_config
+from hepred.config import saliency_scenario, validate_config, without_speed_settings
 from hepred.errors import HepredError
 from hepred.failures import failure_report, write_failed_cases
 from hepred.samplesheet import read_sample_sheet
@@ -116,9 +116,15 @@ def synthetic_manifest_if_needed(wildcards):
     return []
 
 
+def synthesis_montages(wildcards):
+    """The folds' synthesis QC montages, when some scenario trains on synthetic data."""
+    if not set(SCENARIOS) & SYNTHETIC_SCENARIOS:
+        return []
+    return expand(f"{RESULTS}/fold_{{fold}}/synthetic/qc/montage.png", fold=FOLDS)
+
+
 def final_targets():
-    targets = [f"{RESULTS}/statistics/summary.csv"]
-    targets += expand(f"{RESULTS}/fold_{{fold}}/saliency/{SALIENCY_SCENARIO}", fold=FOLDS)
+    targets = [f"{RESULTS}/statistics/summary.csv", f"{RESULTS}/report.html"]
     if DEMO:
         targets.append(f"{RESULTS}/qc/skull_strip_dice.csv")
     return targets

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hepred.config import section_settings
+from hepred.config import SPEED_SETTINGS, section_settings
 from hepred.errors import HepredError
 
 # scenario -> (augmentation, synthetic data), as numbered in the paper (t4 was not reported).
@@ -22,7 +22,7 @@ NULL_PREFIX = "null_"
 # left out of a job's parameters and of the resume fingerprint, so changing them reruns
 # nothing, and they are written beside the model (``trained_with.json``). The device and
 # the thread count are speed settings too, outside this section.
-SPEED_KEYS = ("num_workers",)
+SPEED_KEYS = SPEED_SETTINGS["classifier"]
 # Which scenarios run is a choice of jobs, not a setting of any one of them.
 JOB_CHOICE_KEYS = ("scenarios",)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hepred.config import section_settings
+from hepred.config import SPEED_SETTINGS, section_settings
 from hepred.errors import HepredError
 
 
@@ -21,7 +21,7 @@ def synthesis_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
 
 # How fast synthetic versions are made, not what they are: every version's noise comes from
 # its own seed, whatever the batch it is sampled in.
-SPEED_KEYS = ("sample_batch_size",)
+SPEED_KEYS = SPEED_SETTINGS["synthesis"]
 
 
 def result_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:

@@ -46,6 +46,29 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
             assert (results / f"fold_{fold}/synthetic/qc" / qc).exists(), qc
 
 
+def test_saliency_maps_and_the_report_cover_every_test_patient(finished_run):
+    import SimpleITK as sitk
+
+    results = finished_run / "results"
+    splits = json.loads((results / "folds/splits.json").read_text())["folds"]
+    for fold, split in enumerate(splits):
+        folder = results / f"fold_{fold}/saliency/t2"  # auto: the fusion's image scenario
+        index = pd.read_csv(folder / "index.csv")
+        assert sorted(index["case_id"]) == sorted(split["test"])
+        for row in index.itertuples():
+            overlay = sitk.ReadImage(str(folder / row.nifti))
+            ct = sitk.ReadImage(str(results / f"ingest/{row.case_id}/ct.nii.gz"))
+            assert overlay.GetSize() == ct.GetSize() and overlay.GetOrigin() == pytest.approx(ct.GetOrigin())
+            assert (folder / row.png).stat().st_size > 0
+    page = (results / "report.html").read_text()
+    for section in ("What was run", "Results", "ROC curves", "Per-patient out-of-fold predictions", "Saliency",
+                    "Training curves", "Synthesis QC", "Preprocessing QC"):
+        assert f">{section}</h2>" in page, section
+    n_cases = len(pd.read_csv(results / "labels.csv"))
+    assert page.count("<img ") == 1 + n_cases + 2 * 5 + 2 + n_cases  # ROC, saliency, curves, synthesis, QC
+    assert "16 patients" in page and "null_t2" in page
+
+
 def test_out_of_fold_predictions_cover_every_patient_once_per_scenario(finished_run):
     results = finished_run / "results"
     splits = json.loads((results / "folds/splits.json").read_text())
@@ -119,14 +142,14 @@ def test_a_result_setting_plans_exactly_the_jobs_it_changes(finished_run):
 
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["classifier"]["lr"] = 1e-3
-    # 2 folds x (t1, t2, t3, t5, null_t2); the fusion reads t2; nothing upstream.
-    expected = {"train_classifier": 10, "fusion": 2, "statistics": 1, "all": 1}
+    # 2 folds x (t1, t2, t3, t5, null_t2); the fusion and the saliency maps read t2; nothing upstream.
+    expected = {"train_classifier": 10, "fusion": 2, "saliency": 2, "statistics": 1, "html_report": 1, "all": 1}
     assert planned_jobs(run_snakemake(finished_run, config, "-n")) == expected
 
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["synthesis"]["versions"] = 3
     # New versions from the same generators: synthesis and the scenarios that train on it.
-    expected = {"synthesize": 2, "train_classifier": 4, "statistics": 1, "all": 1}
+    expected = {"synthesize": 2, "train_classifier": 4, "statistics": 1, "html_report": 1, "all": 1}
     assert planned_jobs(run_snakemake(finished_run, config, "-n")) == expected
 
 
@@ -147,7 +170,7 @@ def test_no_patient_identifier_in_any_output_or_log(finished_run):
     # The simulator writes fake identifiers into the DICOM headers (names, ids, birth dates).
     needles = ["SIM^PATIENT", "FAKEID", "FAKEACC", "PatientName", "PatientBirthDate"]
     for path in (finished_run / "results").rglob("*"):
-        if path.is_file() and path.suffix in {".json", ".csv", ".log", ".md", ".tsv"}:
+        if path.is_file() and path.suffix in {".json", ".csv", ".log", ".md", ".tsv", ".html"}:
             text = path.read_text(errors="replace")
             for needle in needles:
                 assert needle not in text, f"{needle} found in {path}"
