@@ -2,12 +2,15 @@
 # Rules live in rules/*.smk, logic in the hepred package; see README.md.
 from snakemake.utils import min_version
 
-
 # Tested with Snakemake 9 (its report, SLURM executor plugin and rerun triggers).
 min_version("9.0")
 
 
 configfile: "config.yaml"
+
+
+# The landing page of `snakemake --report`.
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

@@ -26,7 +26,11 @@ rule html_report:
             f"{RESULTS}/fold_{{fold}}/saliency/{SALIENCY_SCENARIO}", fold=FOLDS
         ),
     output:
-        f"{RESULTS}/report.html",
+        report(
+            f"{RESULTS}/report.html",
+            category="Overview",
+            caption="../report/hepred_report.rst",
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     conda:
