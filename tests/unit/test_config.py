@@ -91,3 +91,16 @@ def test_numbers_written_as_strings_are_read_as_numbers():
 def test_scenarios_without_the_reference_are_refused_in_words():
     with pytest.raises(HepredError, match=r"\['t2', 't3'\] lacks t1, the reference scenario"):
         section_settings("classifier", {"scenarios": ["t2", "t3"]})
+
+
+def test_every_speed_setting_is_a_key_of_the_schema():
+    # A renamed key would silently start rerunning jobs again.
+    from hepred.config import SPEED_SETTINGS, without_speed_settings
+
+    defaults = validate_config({})
+    for section, keys in SPEED_SETTINGS.items():
+        for key in keys:
+            assert key in (defaults[section] if section else defaults), (section, key)
+    trimmed = without_speed_settings(defaults)
+    assert "device" not in trimmed and "num_workers" not in trimmed["classifier"]
+    assert trimmed["classifier"]["lr"] == defaults["classifier"]["lr"] and "device" in defaults
