@@ -34,7 +34,8 @@ h1{margin:18px 0 4px} h2{border-bottom:2px solid #d7dde4;padding-bottom:4px;marg
 nav{position:sticky;top:0;background:#f4f6f9;padding:8px 10px;border-bottom:1px solid #d7dde4;font-size:14px}
 nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #d7dde4;padding:3px 7px;text-align:right}
-th{background:#eef1f5} td:first-child,th:first-child{text-align:left}
+th{background:#eef1f5} td:first-child,th:first-child,td:nth-child(2){text-align:left}
+h2{scroll-margin-top:44px}
 .facts td{text-align:left} .grid{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0}
 figcaption{font-size:12px;color:#55606d} .note{font-size:13px;color:#55606d;max-width:900px}
 details{margin:8px 0} .scroll{max-height:460px;overflow:auto;display:inline-block}

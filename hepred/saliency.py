@@ -31,8 +31,11 @@ from hepred.preprocess import QC_WINDOW, apply_windows
 
 logger = logging.getLogger(__name__)
 
-# timm's EfficientNet: the last feature map (conv_head + bn2 with its activation) before pooling.
-TARGET_LAYER = "bn2"
+# timm's EfficientNet: the last stage at 1/16 of the input. The final feature map (1/32) is
+# 2 x 2 cells at the demo's 64 px input, too coarse to point at anything inside a lesion.
+TARGET_LAYER = "blocks.4"
+# Below this a map holds no positive evidence for expansion (Grad-CAM keeps only that).
+EVIDENCE_FLOOR = 0.05
 INDEX_COLUMNS = ["case_id", "slices", "probabilities", "png", "nifti"]
 
 
@@ -95,10 +98,11 @@ def _figure(case_id: str, panels: list[tuple[int, float, np.ndarray, np.ndarray,
     figure, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6), squeeze=False, layout="constrained")
     for axis, (z, probability, hu, lesion, heat) in zip(axes[0], panels):
         axis.imshow(apply_windows(hu.astype(np.float32), [QC_WINDOW])[0], cmap="gray", vmin=0, vmax=1)
-        axis.imshow(heat, cmap="jet", alpha=0.35 * (heat > 0.05), vmin=0, vmax=1)
+        axis.imshow(heat, cmap="jet", alpha=0.35 * (heat > EVIDENCE_FLOOR), vmin=0, vmax=1)
         if lesion.any():
             axis.contour(lesion.astype(float), levels=[0.5], colors="white", linewidths=0.6)
-        axis.set_title(f"slice {z}, p = {probability:.2f}", fontsize=7)
+        note = "" if heat.max() > EVIDENCE_FLOOR else "\nno positive evidence"
+        axis.set_title(f"slice {z}, p = {probability:.2f}{note}", fontsize=7)
         axis.axis("off")
     figure.suptitle(f"{case_id}: Grad-CAM on the most predictive slices (lesion outlined)", fontsize=7)
     return figure
