@@ -26,6 +26,11 @@ include: "rules/report.smk"
 include: "rules/statistics.smk"
 
 
+onstart:
+    if workflow.local_exec:
+        limit_training_to_local_gpus()
+
+
 onsuccess:
     report_failed_cases(run_failed=False)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import json
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,15 @@ def _describe(error: jsonschema.ValidationError, section: str | None = None) -> 
     return f"config {where}: {error.message}"
 
 
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def _number(text: str) -> int | float | None:
     try:
         value = float(text)
     except ValueError:
+        return None
+    if not math.isfinite(value):  # nan and inf would pass every range check
         return None
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
@@ -68,11 +74,13 @@ def coerce_numbers(instance: Any, schema: dict[str, Any]) -> Any:
     """``instance`` with numbers written as strings turned into numbers where ``schema`` wants one.
 
     PyYAML reads ``1e-5`` (YAML 1.1 wants ``1.0e-5``) and Snakemake's ``--config
-    preprocess='{size: 256}'`` gives ``'256'``: both are what the user meant, so they are
-    read as the number; a string that is no number is left for the schema to refuse.
+    preprocess='{size: 256}'`` gives ``'256'`` (and ``'false'`` for a boolean): they are what
+    the user meant, so they are read as such; anything else is left for the schema to refuse.
     """
     types = schema.get("type")
     types = set(types) if isinstance(types, list) else {types}
+    if isinstance(instance, str) and types == {"boolean"} and instance.strip().lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[instance.strip().lower()]
     if isinstance(instance, str) and types & {"integer", "number"} and "string" not in types:
         value = _number(instance.strip())
         if value is not None and ("number" in types or float(value).is_integer()):
@@ -135,12 +143,16 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
 # Settings that change how fast a run goes, never a result (see docs/architecture.md).
 SPEED_SETTINGS = {"": ("device",), "resources": ("training_threads",), "classifier": ("num_workers",),
                   "synthesis": ("sample_batch_size",)}
+# What a job asks of the scheduler; it changes no result either.
+JOB_REQUEST_SECTIONS = ("resources",)
 
 
 def without_speed_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without its speed settings: what a job may depend on without rerunning
-    when only the speed changes."""
+    """``config`` without its speed settings and job requests (memory, runtime, GPUs): what a
+    job may depend on without rerunning when only those change."""
     trimmed = copy.deepcopy(config)
+    for section in JOB_REQUEST_SECTIONS:
+        trimmed.pop(section, None)
     for section, keys in SPEED_SETTINGS.items():
         target = trimmed if not section else trimmed.get(section, {})
         for key in keys:

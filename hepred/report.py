@@ -119,8 +119,9 @@ def _facts(config: dict, labels: pd.DataFrame, metrics: dict, environment: dict)
         ("cross-validation", f"{config['folds']['k']} folds, {config['folds']['val_fraction']:.0%} of each fold's "
                              f"training patients for validation, seed {config['seed']}"),
         ("rows", ", ".join(metrics["scenarios"])),
-        ("image model", f"{classifier['model']} on a {classifier['crop'] or 'whole'}-px lesion crop of the "
-                        f"{config['preprocess']['size']}-px cache at {classifier['image_size']} px; up to "
+        ("image model", f"{classifier['model']} on "
+                        + (f"a {classifier['crop']}-px lesion crop" if classifier["crop"] else "the whole slice")
+                        + f" of the {config['preprocess']['size']}-px cache at {classifier['image_size']} px; up to "
                         f"{classifier['max_epochs']} epochs, lr {classifier['lr']}, {classifier['lr_schedule']} schedule"),
         ("synthesis", f"{synthesis['method']}, {synthesis['versions']} version(s) per training case, "
                       f"{synthesis['epochs']} epochs per fold generator"),

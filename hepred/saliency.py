@@ -39,9 +39,17 @@ EVIDENCE_FLOOR = 0.05
 INDEX_COLUMNS = ["case_id", "slices", "probabilities", "png", "nifti"]
 
 
+def _scale_to_peak(maps: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its own maximum: 0 stays 'no evidence', 1 is the strongest.
+    (MONAI's default post-processing maps (min, max) to (1, 0), which would invert the map.)"""
+    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
 def _gradcam(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     """[B, H, W] Grad-CAM maps in [0, 1] of the single HE logit for a prepared batch."""
-    cam = GradCAM(nn_module=model, target_layers=TARGET_LAYER)
+    if TARGET_LAYER not in dict(model.named_modules()):
+        raise HepredError(f"saliency: the classifier has no layer {TARGET_LAYER!r} (Grad-CAM is set up for EfficientNet)")
+    cam = GradCAM(nn_module=model, target_layers=TARGET_LAYER, postprocessing=_scale_to_peak)
     with torch.enable_grad():
         maps = cam(images.float().requires_grad_(True), class_idx=0)
     return maps[:, 0].detach().float().cpu().numpy()

@@ -29,22 +29,30 @@ try:
 except HepredError as error:
     raise WorkflowError(f"hepred: {error}")
 
-# One GPU workstation: at most one training job per visible GPU (each asks for
-# resources.gpu of them), so that several cores never start several trainings on one GPU.
-# A --resources gpu=N of the user's wins; on a cluster its scheduler hands out the GPUs.
-if (
-    workflow.local_exec
-    and config["device"] != "cpu"
-    and "gpu" not in workflow.global_resources
-):
-    _gpus = visible_gpus()
-    if _gpus:
-        workflow.register_resource("gpu", _gpus)
+
+
+def limit_training_to_local_gpus():
+    """One GPU workstation: at most one training job per visible GPU (each asks for
+    resources.gpu of them), so that several cores never start several trainings on one GPU.
+    A --resources gpu=N of the user's wins; on a cluster its scheduler hands out the GPUs."""
+    if config["device"] == "cpu" or not config["resources"]["gpu"]:
+        return
+    if "gpu" in workflow.global_resources:
+        return
+    gpus = visible_gpus()
+    if gpus:
+        workflow.register_resource("gpu", gpus)
         print(
-            f"hepred: {_gpus} GPU(s) visible: at most {_gpus // max(1, config['resources']['gpu'])} "
+            f"hepred: {gpus} GPU(s) visible: at most {gpus // config['resources']['gpu']} "
             "training job(s) at a time (--resources gpu=N to change)",
             file=sys.stderr,
         )
+
+
+# While the Snakefile is read the executor is not known yet: only a --cores run (no --jobs)
+# is surely local. Any other local run gets its limit when it starts (Snakefile onstart).
+if workflow.resource_settings.nodes is None:
+    limit_training_to_local_gpus()
 
 RESULTS = config["results"].rstrip("/")
 DEMO = not config["samples"]

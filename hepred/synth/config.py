@@ -22,11 +22,16 @@ def synthesis_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
 # How fast synthetic versions are made, not what they are: every version's noise comes from
 # its own seed, whatever the batch it is sampled in.
 SPEED_KEYS = SPEED_SETTINGS["synthesis"]
+# Each method's own section; only the chosen one changes a result.
+METHOD_SECTIONS = ("diffusion", "gan", "morph")
 
 
 def result_settings(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """The synthesis section without ``SPEED_KEYS``: the parameters of a ``synthesize`` job."""
-    return {key: value for key, value in synthesis_settings(cfg).items() if key not in SPEED_KEYS}
+    """The parameters of a ``synthesize`` job: the section without ``SPEED_KEYS`` and without
+    the settings of the methods not chosen."""
+    settings = synthesis_settings(cfg)
+    unused = set(METHOD_SECTIONS) - {settings["method"]}
+    return {key: value for key, value in settings.items() if key not in SPEED_KEYS and key not in unused}
 
 
 def model_settings(settings: dict) -> dict:

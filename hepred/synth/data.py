@@ -86,8 +86,10 @@ def case_label(labels: dict[str, int], case_id: str) -> int:
     return label
 
 
-def load_case_slab(preprocess_dir: Path, case_id: str, label: int, min_lesion_pixels: int) -> CaseSlab | None:
-    """The case's slices with at least ``min_lesion_pixels`` lesion pixels inside the brain, or None."""
+def load_case_slab(preprocess_dir: Path, case_id: str, label: int, min_lesion_pixels: int,
+                   keep_volume: bool = False) -> CaseSlab | None:
+    """The case's slices with at least ``min_lesion_pixels`` lesion pixels inside the brain, or None;
+    with ``keep_volume`` also the whole cache volume (to write synthetic volumes on its grid)."""
     case_dir = Path(preprocess_dir) / case_id
     hu = _load_array(case_dir / "hu.npy", case_id, np.int16)
     lesion = _load_array(case_dir / "lesion.npy", case_id, np.uint8)
@@ -101,15 +103,15 @@ def load_case_slab(preprocess_dir: Path, case_id: str, label: int, min_lesion_pi
     if slices.size == 0:
         return None
     return CaseSlab(case_id=case_id, label=label, slices=slices, hu=np.ascontiguousarray(hu[slices]),
-                    lesion=full_lesion[slices], full_lesion=full_lesion, spacing_mm=spacing, full_hu=hu,
+                    lesion=full_lesion[slices], full_lesion=full_lesion, spacing_mm=spacing, full_hu=hu if keep_volume else None,
                     origin_mm=origin, direction=direction)
 
 
 def iter_slabs(preprocess_dir: Path, cases: list[str], labels: dict[str, int], min_lesion_pixels: int,
-               log: logging.Logger) -> Iterator[tuple[str, CaseSlab | None]]:
+               log: logging.Logger, keep_volume: bool = False) -> Iterator[tuple[str, CaseSlab | None]]:
     """(case id, slab) one case at a time; None, with a warning, for a case without a lesion-bearing slice."""
     for case_id in cases:
-        slab = load_case_slab(preprocess_dir, case_id, case_label(labels, case_id), min_lesion_pixels)
+        slab = load_case_slab(preprocess_dir, case_id, case_label(labels, case_id), min_lesion_pixels, keep_volume)
         if slab is None:
             log.warning("case %s: no slice with >= %d lesion pixels inside the brain; skipped by the synthesis",
                         case_id, min_lesion_pixels)

@@ -149,7 +149,9 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     """Write ``versions`` synthetic versions of every training case into ``out_dir`` and return the manifest.
 
     Per version ``{case}_syn{i}``: the case's lesion-bearing slices with the lesion changed to a new
-    target mask, as NIfTI (``_image``, ``_lesion``) and npy (``_hu``, ``_lesion``); ``qc/`` holds the
+    target mask, as npy (``_hu``, ``_lesion``: those slices only, what training streams) and as
+    NIfTI (``_image``, ``_lesion``: the whole cache volume on its grid, those slices replaced);
+    ``lesion_volume_ml`` counts the synthetic lesion of the replaced slices; ``qc/`` holds the
     montage and the lesion HU comparison; ``manifest.csv`` is written last. ``fold`` (the splits.json
     entry) adds its val/test cases to the leakage check, which always requires the generator's
     training cases to be among ``train_cases``.
@@ -175,7 +177,8 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     rows, real, synthetic, examples = [], {}, {}, []
     progress = Progress(len(train_cases), log)
     # One case at a time: only that case's volumes are held in memory.
-    for _, slab in iter_slabs(Path(preprocess_dir), train_cases, labels, sampling["min_lesion_pixels"], log):
+    for _, slab in iter_slabs(Path(preprocess_dir), train_cases, labels, sampling["min_lesion_pixels"], log,
+                              keep_volume=True):
         if slab is None:
             progress.case_done(0)
             continue

@@ -84,6 +84,9 @@ def test_numbers_written_as_strings_are_read_as_numbers():
         validate_config({"preprocess": {"size": "2.5"}})
     with pytest.raises(HepredError, match=r"config classifier.lr: 'fast' is not of type 'number'"):
         validate_config({"classifier": {"lr": "fast"}})
+    assert validate_config({"classifier": {"rotate90": "false"}})["classifier"]["rotate90"] is False
+    with pytest.raises(HepredError, match=r"config classifier.lr: 'nan' is not of type 'number'"):
+        validate_config({"classifier": {"lr": "nan"}})
     # Strings stay strings where the schema wants one.
     assert coerce_numbers({"samples": "123"}, load_schema()) == {"samples": "123"}
 
@@ -102,5 +105,5 @@ def test_every_speed_setting_is_a_key_of_the_schema():
         for key in keys:
             assert key in (defaults[section] if section else defaults), (section, key)
     trimmed = without_speed_settings(defaults)
-    assert "device" not in trimmed and "num_workers" not in trimmed["classifier"]
+    assert "device" not in trimmed and "num_workers" not in trimmed["classifier"] and "resources" not in trimmed
     assert trimmed["classifier"]["lr"] == defaults["classifier"]["lr"] and "device" in defaults
