@@ -172,6 +172,34 @@ def resample_slices(image: sitk.Image, size: int, interpolator: int, default: fl
     )
 
 
+def cache_geometry(info_path: Path, case_id: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Origin and direction of a case's cache grid, as preprocess wrote them to info.json;
+    (None, None) for a cache written before it recorded them."""
+    info = io.read_json(info_path)
+    if "origin_mm" not in info or "direction" not in info:
+        return None, None
+    origin, direction = tuple(float(v) for v in info["origin_mm"]), tuple(float(v) for v in info["direction"])
+    if len(origin) != 3 or len(direction) != 9:
+        raise HepredError("origin_mm must be 3 numbers and direction 9", case_id=case_id, path=info_path)
+    return origin, direction
+
+
+def on_cache_grid(array: np.ndarray, spacing, origin, direction, case_id: str, what: str) -> sitk.Image:
+    """``array`` ([Z, S, S], a case's cache grid) as an image in patient space, so that it
+    overlays the case's CT; a cache without recorded geometry is refused, naming ``what``."""
+    if origin is None or direction is None:
+        raise HepredError(
+            "info.json has no origin_mm/direction (written by an older hepred): rerun preprocess "
+            f"(snakemake --forcerun preprocess) so {what} can be placed on the patient's CT",
+            case_id=case_id,
+        )
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in origin])
+    image.SetDirection([float(v) for v in direction])
+    return image
+
+
 def stripped_hu_slices(ct: sitk.Image, brain: sitk.Image, size: int) -> tuple[np.ndarray, sitk.Image]:
     """Skull-stripped HU (int16 [Z, size, size], outside the brain -1024) and an image on its
     grid (whose spacing, origin and direction place the array in patient space).

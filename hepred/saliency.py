@@ -27,7 +27,7 @@ from hepred.classifier.calibration import probabilities
 from hepred.classifier.data import CaseSource, SliceDataset, index_slices
 from hepred.classifier.scoring import to_device, view_logits
 from hepred.errors import HepredError
-from hepred.preprocess import QC_WINDOW, apply_windows
+from hepred.preprocess import QC_WINDOW, apply_windows, cache_geometry, on_cache_grid
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +55,6 @@ def _gradcam(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     return maps[:, 0].detach().float().cpu().numpy()
 
 
-def _cache_geometry(info_path: Path, case_id: str) -> tuple[list[float], list[float], list[float]]:
-    info = io.read_json(info_path)
-    if "origin_mm" not in info or "direction" not in info:
-        raise HepredError(
-            "info.json has no origin_mm/direction (written by an older hepred): rerun preprocess "
-            "so saliency maps can be placed on the patient's CT",
-            case_id=case_id,
-            path=info_path,
-        )
-    return info["spacing_mm"], info["origin_mm"], info["direction"]
-
-
 def _paste(heat: np.ndarray, centre: tuple[int, int], crop: int, size: int) -> np.ndarray:
     """A network-input map put back on the S x S cache slice where its crop was cut."""
     side = crop or size
@@ -82,11 +70,8 @@ def _paste(heat: np.ndarray, centre: tuple[int, int], crop: int, size: int) -> n
 
 
 def _on_ct_grid(volume: np.ndarray, info_path: Path, ct_path: Path, case_id: str) -> sitk.Image:
-    spacing, origin, direction = _cache_geometry(info_path, case_id)
-    cache = sitk.GetImageFromArray(volume.astype(np.float32))
-    cache.SetSpacing([float(v) for v in spacing])
-    cache.SetOrigin([float(v) for v in origin])
-    cache.SetDirection([float(v) for v in direction])
+    spacing = io.read_json(info_path)["spacing_mm"]
+    cache = on_cache_grid(volume.astype(np.float32), spacing, *cache_geometry(info_path, case_id), case_id, "saliency maps")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(ct_path))
     reader.ReadImageInformation()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hepred.errors import HepredError
-from hepred.preprocess import OUTSIDE_HU  # what preprocess writes outside the brain
+from hepred.preprocess import OUTSIDE_HU, cache_geometry  # OUTSIDE_HU: what preprocess writes outside the brain
 
 
 @dataclass
@@ -53,17 +53,6 @@ def _load_array(path: Path, case_id: str, dtype) -> np.ndarray:
     return array
 
 
-def _read_geometry(path: Path, case_id: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """Origin and direction of the cache grid from info.json; (None, None) when it has none."""
-    info = json.loads(path.read_text())
-    if "origin_mm" not in info or "direction" not in info:
-        return None, None
-    origin, direction = tuple(float(v) for v in info["origin_mm"]), tuple(float(v) for v in info["direction"])
-    if len(origin) != 3 or len(direction) != 9:
-        raise HepredError("origin_mm must be 3 numbers and direction 9", case_id=case_id, path=path)
-    return origin, direction
-
-
 def _read_spacing(path: Path, case_id: str) -> tuple[float, float, float]:
     if not path.exists():
         raise HepredError("missing preprocess output", case_id=case_id, path=path)
@@ -97,7 +86,7 @@ def load_case_slab(preprocess_dir: Path, case_id: str, label: int, min_lesion_pi
         raise HepredError(f"lesion shape {lesion.shape} differs from hu.npy {hu.shape}", case_id=case_id,
                           path=case_dir / "lesion.npy")
     spacing = _read_spacing(case_dir / "info.json", case_id)
-    origin, direction = _read_geometry(case_dir / "info.json", case_id)
+    origin, direction = cache_geometry(case_dir / "info.json", case_id)
     full_lesion = (lesion > 0) & (hu > OUTSIDE_HU)
     slices = np.flatnonzero(full_lesion.sum(axis=(1, 2)) >= max(1, min_lesion_pixels))
     if slices.size == 0:

@@ -15,6 +15,7 @@ import torch
 from hepred import io
 from hepred.errors import HepredError
 from hepred.leakage import check_no_leakage
+from hepred.preprocess import on_cache_grid
 from hepred.synth.config import synthesis_settings
 from hepred.synth.data import OUTSIDE_HU, CaseSlab, iter_slabs
 from hepred.synth.masks import lesion_distance, vary_target_mask
@@ -53,23 +54,13 @@ def _sampling_settings(settings: dict, meta: dict) -> dict:
     return sampling
 
 
-def _on_source_grid(slab: CaseSlab, used_slices: np.ndarray, whole_volume: np.ndarray | None) -> sitk.Image:
+def _on_source_grid(slab: CaseSlab, used_slices: np.ndarray, whole_volume: np.ndarray) -> sitk.Image:
     """A synthetic version's slices placed back in its source case's whole cache volume, with
     the cache's spacing, origin and direction: the NIfTI overlays the source CT in any
     viewer. Slices the synthesis did not use are the source's own."""
-    if slab.origin_mm is None or slab.direction is None or whole_volume is None:
-        raise HepredError(
-            "info.json has no origin_mm/direction (written by an older hepred): rerun preprocess "
-            "(snakemake --forcerun preprocess) so synthetic volumes can be placed on the patient's CT",
-            case_id=slab.case_id,
-        )
     volume = whole_volume.copy()
     volume[slab.slices] = used_slices
-    image = sitk.GetImageFromArray(volume)
-    image.SetSpacing([float(v) for v in slab.spacing_mm])
-    image.SetOrigin(slab.origin_mm)
-    image.SetDirection(slab.direction)
-    return image
+    return on_cache_grid(volume, slab.spacing_mm, slab.origin_mm, slab.direction, slab.case_id, "synthetic volumes")
 
 
 def _repaint_versions(repainter, versions: list[tuple[CaseSlab, int, int, np.ndarray]], settings: dict,
