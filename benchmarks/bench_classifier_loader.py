@@ -37,7 +37,7 @@ def measure(quick: bool) -> list[Figure]:
     from hepred.classifier import classifier_settings
     from hepred.classifier.data import EpochShuffle
     from hepred.classifier.model import build_model
-    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.batching import make_loader
     from hepred.classifier.train import Learner, build_datasets, train_epoch
     from hepred.config import load_config
 
@@ -101,7 +101,7 @@ def paper_preset_feed(quick: bool) -> list[Figure]:
     from hepred.classifier import classifier_settings
     from hepred.config import paper_preset
     from hepred.classifier.data import EpochShuffle
-    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.batching import make_loader
     from hepred.classifier.train import build_datasets
 
     root = CACHE / "stand_in_512"

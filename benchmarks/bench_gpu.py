@@ -4,9 +4,11 @@
    training steps in fp32, in bf16 autocast, and in bf16 autocast + channels_last (what
    hepred.classifier.train_step does on a GPU), in slices/s.
 2. The real training loop (hepred.classifier's train_epoch, paper preset: whole 512 px
-   slices) over a stand-in preprocess cache written to a temporary folder, with 0 and with
-   several loader workers, against the bare bf16 + channels_last rate: does the input
-   pipeline keep the GPU busy?
+   slices) of t2 and of t5 (5 synthetic versions per training case) over a stand-in
+   preprocess cache written to a temporary folder, epochs as long as a paper-sized fold's,
+   per input path: streamed with 0 and several loader workers, and held in device memory
+   (hepred.classifier.batching); against the bare bf16 + channels_last rate (target >= 0.9),
+   with the peak device memory of each.
 3. Generator sampling: hepred.synth's diffusion repainter (DDIM, default network and
    patch size) and the GAN repainter on batches of patches, in slices/s.
 
@@ -69,13 +71,17 @@ class Settings:
         self.iterations = (10 if quick else 20) if gpu else 2
         self.cases = (40 if quick else 80) if gpu else 8
         self.epochs = 2 if gpu else 1
-        # Each timed epoch passes over the training slices this many times: with 52 stand-in
-        # cases one pass is 8 batches, too short to tell the steady rate from epoch start-up.
-        self.passes_per_epoch = 5 if gpu else 1
+        # Real slices per timed epoch, as in a paper-sized fold (122 training patients x ~10
+        # lesion slices); the stand-in cases are passed over as often as that takes.
+        self.epoch_slices = (600 if quick else 1200) if gpu else 8
         self.workers = [0, 8] if gpu else [0]
         self.sample_batches = [32, 256] if gpu else [4]
         self.sample_repeats = 3 if gpu else 1
         self.ddim_steps = 20 if gpu else 2
+
+    @staticmethod
+    def real_slices(dataset) -> int:
+        return sum(not dataset.sources[item.source].synthetic for item in dataset.items)
 
 
 def synchronize(device) -> None:
@@ -164,53 +170,89 @@ def repeated_shuffle(n: int, passes: int, seed: int):
     return RepeatedShuffle(n * passes, seed)
 
 
-def loader_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Figure]:
-    """The real training loop on a stand-in cache of whole slices, per loader worker count."""
+def stand_in_synthetic(cache: Path, train_cases: list[str], labels: dict[str, int], versions: int) -> Path:
+    """A synthetic manifest with ``versions`` copies (hard links) of each training case: the
+    t5 input path reads them exactly as it reads a generator's output."""
+    import os
+
+    import pandas as pd
+
+    folder = cache / "synthetic"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for case in train_cases:
+        for version in range(versions):
+            synthetic_id = f"{case}_syn{version}"
+            for kind in ("hu", "lesion"):
+                target = folder / f"{synthetic_id}_{kind}.npy"
+                if not target.exists():
+                    os.link(cache / case / f"{kind}.npy", target)
+            rows.append({"synthetic_id": synthetic_id, "source_case": case, "label": labels[case]})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def loop_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Figure]:
+    """The real training loop (train_epoch) of t2 and t5 on a stand-in cache of whole slices,
+    per input path: streamed with 0 and several loader workers, and held in device memory."""
     import torch
     from cohorts import one_fold, stand_in_cache
 
     from hepred.classifier import build_model, classifier_settings
-    from hepred.classifier.scoring import make_loader
+    from hepred.classifier.batching import batches
     from hepred.classifier.train import Learner, build_datasets, train_epoch
     from hepred.config import paper_preset
 
-    paper = paper_preset()["classifier"]
-
+    paper = paper_preset()
     started = time.perf_counter()
     labels = stand_in_cache(tmp / "cache", s.cases, size=s.image, n_slices=30)
-    cache_seconds = time.perf_counter() - started
     fold = one_fold(sorted(labels))
+    manifest = stand_in_synthetic(tmp / "cache", fold["train"], labels, paper["synthesis"]["versions"])
+    cache_seconds = time.perf_counter() - started
     windows = [{"level": 40, "width": 80}]
     quiet = logging.getLogger("bench_gpu")
     quiet.setLevel(logging.ERROR)
-    min_pixels = paper["min_lesion_pixels"] * (s.image / 512) ** 2
+    min_pixels = paper["classifier"]["min_lesion_pixels"] * (s.image / 512) ** 2
+    paths = [(f"workers{workers}", workers, 0) for workers in s.workers] + [("resident", 0, 1000)]
     figures = []
-    for workers in s.workers:
-        cfg = classifier_settings({**paper, "image_size": s.image, "batch_size": s.batch,
-                                   "min_lesion_pixels": int(min_pixels), "num_workers": workers})
-        train_set, _, _ = build_datasets(fold, "t2", labels, tmp / "cache", None, cfg, windows, quiet)
-        torch.manual_seed(0)
-        model = build_model(cfg).to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        sampler = repeated_shuffle(len(train_set), s.passes_per_epoch, 0)
-        loader = make_loader(train_set, cfg, device, sampler=sampler, drop_last=True)
-        learner = Learner.build(model, cfg, len(loader))
-        train_epoch(learner, loader, cfg, device, 0, 0, True)  # warm-up: workers, page cache, kernels
-        synchronize(device)
-        seen, started = 0, time.perf_counter()
-        for epoch in range(1, s.epochs + 1):
-            seen += train_epoch(learner, loader, cfg, device, 0, epoch, True)[1]
-        synchronize(device)
-        rate = seen / (time.perf_counter() - started)
-        figures += [
-            Figure(f"gpu_classifier_real_loop_slices_per_s_workers{workers}", rate, "", "slices/s",
-                   f"train_epoch, t2 augmentation, {len(train_set)} slices of {s.image} px from "
-                   f"{len(fold['train'])} stand-in cases, {s.epochs} epochs of {s.passes_per_epoch} passes"),
-            Figure(f"gpu_classifier_loader_ratio_workers{workers}", rate / bare_rate, ">= 0.9", "",
-                   "real loop / bare bf16 + channels_last"),
-        ]
-        del loader, model, learner
+    for scenario in ("t2", "t5"):
+        for path_name, workers, budget_gb in paths:
+            cfg = classifier_settings({**paper["classifier"], "image_size": s.image, "batch_size": s.batch,
+                                       "min_lesion_pixels": int(min_pixels), "num_workers": workers,
+                                       "resident_memory_gb": budget_gb})
+            train_set, _, _ = build_datasets(fold, scenario, labels, tmp / "cache", manifest, cfg, windows, quiet)
+            # An epoch of a paper-sized fold: ~1200 real slices (122 patients x ~10), times
+            # the synthetic versions in t5.
+            passes = max(1, round(s.epoch_slices / s.real_slices(train_set)))
+            torch.manual_seed(0)
+            model = build_model(cfg).to(device)
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+                torch.cuda.reset_peak_memory_stats()
+            sampler = repeated_shuffle(len(train_set), passes, 0)
+            loader = batches(train_set, cfg, device, sampler=sampler, drop_last=True)
+            learner = Learner.build(model, cfg, len(loader))
+            train_epoch(learner, loader, cfg, device, 0, 0, True)  # warm-up: workers, page cache, kernels
+            synchronize(device)
+            seen, started = 0, time.perf_counter()
+            for epoch in range(1, s.epochs + 1):
+                seen += train_epoch(learner, loader, cfg, device, 0, epoch, True)[1]
+            synchronize(device)
+            rate = seen / (time.perf_counter() - started)
+            held = "held on the device" if type(loader).__name__ == "ResidentBatches" else "streamed"
+            figures += [
+                Figure(f"gpu_{scenario}_loop_slices_per_s_{path_name}", rate, "", "slices/s",
+                       f"train_epoch, {len(train_set)} slices of {s.image} px ({held}), "
+                       f"{s.epochs} epochs of {seen // s.epochs} slices"),
+                Figure(f"gpu_{scenario}_loop_ratio_{path_name}", rate / bare_rate,
+                       ">= 0.9" if path_name == "resident" else "", "", "real loop / bare bf16 + channels_last"),
+            ]
+            if device.type == "cuda":
+                figures.append(Figure(f"gpu_{scenario}_loop_peak_memory_gb_{path_name}",
+                                      torch.cuda.max_memory_allocated() / 2**30, "", "GB"))
+            del loader, model, learner, train_set
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     figures.append(Figure("gpu_stand_in_cache_write_s", cache_seconds, "", "s"))
     return figures
 
@@ -277,7 +319,7 @@ def main() -> None:
     figures, bare_rate = model_figures(device, s)
     print(harness.figure_table(figures), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
-        loop = loader_figures(device, s, bare_rate, Path(tmp))
+        loop = loop_figures(device, s, bare_rate, Path(tmp))
     print(harness.figure_table(loop), flush=True)
     figures += loop
     figures += sampling_figures(device, s)

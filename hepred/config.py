@@ -141,7 +141,7 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
 
 
 # Settings that change how fast a run goes, never a result (see docs/architecture.md).
-SPEED_SETTINGS = {"": ("device",), "resources": ("training_threads",), "classifier": ("num_workers",),
+SPEED_SETTINGS = {"": ("device",), "resources": ("training_threads",), "classifier": ("num_workers", "resident_memory_gb"),
                   "synthesis": ("sample_batch_size",)}
 # What a job asks of the scheduler; it changes no result either.
 JOB_REQUEST_SECTIONS = ("resources",)

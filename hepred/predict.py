@@ -34,7 +34,7 @@ from hepred.baselines import (
 )
 from hepred.classifier.calibration import patient_table
 from hepred.classifier.scoring import view_logits
-from hepred.classifier.settings import classifier_settings, image_scenario
+from hepred.classifier.settings import SPEED_KEYS, classifier_settings, image_scenario
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
@@ -174,7 +174,7 @@ def predict(
     """Mean HE probability over the fold models of ``scenario`` for each input case, written to ``out_csv``.
 
     ``config`` (the workflow config, optional) supplies ``device``, ``ingest.lesion_labels``,
-    ``classifier.batch_size`` / ``num_workers`` and ``statistics.aggregation`` / ``threshold``
+    ``classifier.batch_size`` and its speed settings (``num_workers``, ``resident_memory_gb``) and ``statistics.aggregation`` / ``threshold``
     (how a patient's slice probabilities combine); without it the run's own rule and
     threshold apply (see ``run_rule_and_threshold``). The image settings always come from the
     models. Ingest and preprocess outputs go to ``work_dir`` (a temporary directory, removed
@@ -192,6 +192,8 @@ def predict(
     settings = validate_config(config or {})
     rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
     run_settings = classifier_settings(settings["classifier"])
+    # How this machine scores, never what: the run's batch size and speed settings, not the models'.
+    scoring_settings = {key: run_settings[key] for key in ("batch_size", *SPEED_KEYS)}
     patient_column = RULE_COLUMNS[rule]
     device = select_device(settings["device"])
 
@@ -257,8 +259,7 @@ def predict(
         for (model, meta), path in zip(models, model_paths):
             cfg = {
                 **meta["classifier"],
-                "batch_size": run_settings["batch_size"],
-                "num_workers": run_settings["num_workers"],
+                **scoring_settings,
             }
             items = index_slices(sources, int(cfg["min_lesion_pixels"]), fallback_to_largest=True)
             dataset = SliceDataset(sources, items, preprocess_cfg["windows"], int(cfg["crop"]))
@@ -276,7 +277,7 @@ def predict(
                 Path(explain_dir),
                 settings["report"]["saliency_slices"],
                 device,
-                {"batch_size": run_settings["batch_size"], "num_workers": run_settings["num_workers"]},
+                scoring_settings,
             )
 
     features = pd.concat(feature_rows) if feature_rows else None

@@ -198,6 +198,8 @@ class SliceDataset(Dataset):
         self.windows = list(windows) if len(windows) == 2 else [windows[0], windows[0]]
         self.crop = int(crop)
         self._open: OrderedDict[Path, np.ndarray] = OrderedDict()
+        # Samples held in device memory, per device (``batching.resident_samples``).
+        self.resident: dict[str, object] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -206,6 +208,7 @@ class SliceDataset(Dataset):
         # Worker processes get an empty cache: pickling a memory map would copy its data.
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
+        state["resident"] = {}
         return state
 
     def _array(self, path: Path, case_id: str) -> np.ndarray:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from hepred.classifier.augment import dihedral_affines, prepare_batch
+from hepred.classifier.batching import batches
 from hepred.classifier.calibration import patient_table, probabilities
 from hepred.classifier.data import SliceDataset, window_batch
 from hepred.classifier.settings import SCENARIOS, image_scenario
@@ -17,22 +17,6 @@ from hepred.patient_rules import PATIENT_COLUMNS
 from hepred.training import autocast
 
 SLICE_COLUMNS = ["case_id", "fold", "scenario", "slice", "probability", "label"]
-
-
-def make_loader(
-    dataset: SliceDataset, cfg: dict, device: torch.device, sampler=None, drop_last: bool = False
-) -> DataLoader:
-    workers = int(cfg["num_workers"])
-    return DataLoader(
-        dataset,
-        batch_size=int(cfg["batch_size"]),
-        sampler=sampler,
-        shuffle=False,
-        drop_last=drop_last,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
 
 
 def to_device(
@@ -52,11 +36,12 @@ def logits_through_views(
     """[V, N] logits of every item of ``dataset`` through each view (a [2, 3] matrix, see
     ``augment``, or None for the slice as it is); the last, partial batch is scored too.
 
-    Each batch is read from disk once and scored through every view.
+    Each batch is read once (from disk, or from device memory, see ``batching``) and scored
+    through every view.
     """
     model.eval()
     logits = np.full((len(views), len(dataset)), np.nan, dtype=np.float32)
-    for raw, _, indices in make_loader(dataset, cfg, device):
+    for raw, _, indices in batches(dataset, cfg, device):
         for row, theta in enumerate(views):
             view = None if theta is None else theta.expand(len(raw), 2, 3)
             with autocast(device):

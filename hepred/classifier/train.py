@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from timm.utils import ModelEmaV3
-from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 
 from hepred import io
@@ -30,8 +29,8 @@ from hepred.classifier.data import (
     synthetic_sources,
 )
 from hepred.classifier.model import build_model
+from hepred.classifier.batching import ResidentBatches, batches
 from hepred.classifier.scoring import (
-    make_loader,
     score_test_cases,
     scored_patients,
     slice_logits,
@@ -238,7 +237,7 @@ class Learner:
 
 def train_epoch(
     learner: Learner,
-    loader: DataLoader,
+    loader: torch.utils.data.DataLoader | ResidentBatches,
     cfg: dict,
     device: torch.device,
     seed: int,
@@ -366,12 +365,13 @@ def train_classifier(
     if torch_device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     # Full batches only: a batch of one breaks batch norm, and the reshuffle uses every slice over the epochs.
-    train_loader = make_loader(
+    train_loader = batches(
         train_set,
         cfg,
         torch_device,
         sampler=EpochShuffle(len(train_set), seed),
         drop_last=len(train_set) > int(cfg["batch_size"]),
+        log=log,
     )
     fingerprint = _fingerprint(
         fold=fold_index,

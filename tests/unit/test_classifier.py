@@ -18,9 +18,20 @@ import pytest
 import torch
 from scipy.special import expit, logit
 
+from hepred.classifier import batching
 from hepred.classifier.augment import dihedral_affines, draw_affines, prepare_batch
+from hepred.classifier.batching import (
+    GIB,
+    ResidentBatches,
+    ResidentSamples,
+    fits_on_device,
+    make_loader,
+    resident_samples,
+    sample_bytes,
+)
 from hepred.classifier.calibration import patient_table, prevalence_offsets
 from hepred.classifier.data import (
+    EpochShuffle,
     SliceDataset,
     crop_centred,
     index_slices,
@@ -443,3 +454,82 @@ def test_null_control_trains_on_permuted_labels_and_is_scored_on_the_true_ones(c
     assert list(validation.columns) == PATIENT_COLUMNS
     assert dict(zip(validation["case_id"], validation["label"])) == {c: LABELS[c] for c in FOLD["val"]}
     assert (null / "predictions_slices.csv").read_text() != (real / "predictions_slices.csv").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# the device-resident input path gives the streamed path's batches, draws and model (on the CPU)
+
+CPU = torch.device("cpu")
+WINDOWS = [{"level": 40, "width": 80}, {"level": 60, "width": 120}]
+
+
+def training_set(cohort, scenario="t5", **overrides):
+    cfg = classifier_settings({**TINY, **overrides})
+    train_set, _, test_set = build_datasets(
+        FOLD, scenario, LABELS, cohort / "preprocess", cohort / "synthetic" / "manifest.csv", cfg, WINDOWS
+    )
+    return cfg, train_set, test_set
+
+
+def batch_list(source):
+    return [(raw.clone(), labels.clone(), indices.clone()) for raw, labels, indices in source]
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_resident_batches_are_the_loaders_batches_in_every_epoch(cohort, drop_last):
+    cfg, train_set, _ = training_set(cohort, batch_size=5)
+    assert len(train_set) % cfg["batch_size"], "the fixture needs a partial last batch to test drop_last"
+    streamed_order, resident_order = EpochShuffle(len(train_set), 5), EpochShuffle(len(train_set), 5)
+    streamed = make_loader(train_set, cfg, CPU, sampler=streamed_order, drop_last=drop_last)
+    resident = ResidentBatches(
+        train_set, ResidentSamples(train_set, CPU), cfg["batch_size"], sampler=resident_order, drop_last=drop_last
+    )
+    assert len(resident) == len(streamed)
+    for epoch in (1, 2):
+        streamed_order.set_epoch(epoch)
+        resident_order.set_epoch(epoch)
+        expected, got = batch_list(streamed), batch_list(resident)
+        assert len(got) == len(expected)
+        for (raw, labels, indices), (raw_r, labels_r, indices_r) in zip(expected, got):
+            assert raw_r.dtype == raw.dtype == torch.int16
+            assert torch.equal(indices_r, indices)
+            assert torch.equal(raw_r, raw)
+            assert torch.equal(labels_r, labels)
+    # Unshuffled (scoring): every item once, in order, the last partial batch included.
+    in_order = batch_list(ResidentBatches(train_set, ResidentSamples(train_set, CPU), cfg["batch_size"]))
+    assert torch.cat([indices for _, _, indices in in_order]).tolist() == list(range(len(train_set)))
+
+
+def test_training_from_device_memory_gives_the_streamed_model_and_predictions(cohort, monkeypatch, caplog):
+    """train_classifier end to end, once streamed and once with every dataset held "on the
+    device" (the CPU here): same augmentation draws, same weights, same predictions."""
+    streamed = train(cohort, "streamed", scenario="t5")
+
+    def on_the_cpu(dataset, device, budget_gb, log=batching.logger):
+        if not dataset.resident:
+            dataset.resident["cpu"] = ResidentSamples(dataset, device)
+        return dataset.resident["cpu"]
+
+    built = []
+    monkeypatch.setattr(batching, "resident_samples", on_the_cpu)
+    monkeypatch.setattr(batching, "ResidentBatches", lambda *a, **k: built.append(1) or ResidentBatches(*a, **k))
+    with caplog.at_level(logging.INFO):
+        resident = train(cohort, "resident", scenario="t5")
+    assert built, "the resident path was not taken"
+    for name in ("predictions_patients.csv", "predictions_slices.csv", "predictions_validation.csv", "curve.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(resident / name), pd.read_csv(streamed / name))
+    weights = [torch.load(path / "model.pt", weights_only=True)["state_dict"] for path in (streamed, resident)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_the_resident_path_is_chosen_only_within_budget_and_free_memory():
+    assert fits_on_device(GIB, budget_gb=2, free_bytes=10 * GIB)
+    assert not fits_on_device(3 * GIB, budget_gb=2, free_bytes=10 * GIB)  # over the budget
+    assert not fits_on_device(GIB, budget_gb=8, free_bytes=2 * GIB)  # over 40 % of what is free
+    assert not fits_on_device(GIB, budget_gb=0, free_bytes=100 * GIB)  # 0 turns it off
+
+
+def test_the_cpu_always_streams(cohort):
+    cfg, train_set, _ = training_set(cohort, scenario="t1")
+    assert resident_samples(train_set, CPU, budget_gb=100) is None
+    assert sample_bytes(train_set) == len(train_set) * 2 * TINY["crop"] ** 2 * 2
