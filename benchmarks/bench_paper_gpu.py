@@ -58,10 +58,11 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench_paper_gpu_") as tmp:
         results = Path(tmp) / "results"
+        # Targets first: --config and --quiet take every word after them.
         command = [
-            sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", "configs/paper.yaml",
-            "--config", f"results={results}", "device=cuda", "resources={gpu: 1}", "--resources", "gpu=1",
-            "--quiet", "rules", *targets(results, args.all_folds),
+            sys.executable, "-m", "snakemake", *targets(results, args.all_folds), "--cores", str(args.cores),
+            "--configfile", "configs/paper.yaml", "--quiet", "rules",
+            "--config", f"results={results}", "device=cuda",
         ]
         started = time.perf_counter()
         try:

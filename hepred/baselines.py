@@ -106,11 +106,13 @@ def informative_columns(features: pd.DataFrame) -> list[str]:
 
 
 def fit_baseline(
-    model: str, features: pd.DataFrame, labels: dict[str, int], fitted_on: list[str], inner_folds: int, seed: int
+    model: str, features: pd.DataFrame, labels: dict[str, int], fitted_on: list[str], inner_folds: int, seed: int,
+    out_of_fold: bool = True,
 ) -> dict:
     """The fitted model of one fold: estimator, the columns it uses, the patients it saw and,
-    for radiomics, those patients' out-of-fold logits (each from a model fitted without it, by
-    the same recipe), which give the fusion an honest scale of the model's scores."""
+    for radiomics (unless ``out_of_fold`` is off), those patients' out-of-fold logits (each from
+    a model fitted without it, by the same recipe), which give the fusion an honest scale of the
+    model's scores."""
     fitted_on = sorted(fitted_on)
     missing = [case for case in fitted_on if case not in features.index]
     if missing:
@@ -131,7 +133,7 @@ def fit_baseline(
     values = table[columns].to_numpy()
     estimator = build_estimator(model, folds, seed).fit(values, targets)
     fitted = {"model": model, "estimator": estimator, "columns": columns, "fitted_on": fitted_on, "inner_folds": folds}
-    if model == "radiomics":
+    if model == "radiomics" and out_of_fold:
         fitted["out_of_fold_logits"] = out_of_fold_logits(values, targets, folds, seed)
     return fitted
 

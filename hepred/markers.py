@@ -64,13 +64,23 @@ def marker_features(ct_path: Path, lesion_path: Path, case_id: str) -> pd.DataFr
     """The markers of one case's baseline CT (HU) inside its lesion mask, on the CT's own grid, as one row."""
     ct = _read(ct_path, case_id)
     lesion = _read(lesion_path, case_id)
-    hu = sitk.GetArrayFromImage(ct).astype(np.float32)  # z, y, x
-    mask = sitk.GetArrayFromImage(lesion) > 0
+    hu = sitk.GetArrayFromImage(ct)
+    mask = sitk.GetArrayFromImage(lesion)
     if hu.shape != mask.shape:
         raise HepredError(f"lesion mask grid {mask.shape} differs from the CT's {hu.shape}", case_id=case_id, path=lesion_path)
+    try:
+        return array_markers(hu, mask, ct.GetSpacing(), case_id)
+    except HepredError as error:
+        raise error.with_context(path=lesion_path) from None
+
+
+def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str) -> pd.DataFrame:
+    """The markers of a [Z, Y, X] HU volume inside its lesion mask (> 0), voxel spacing x, y, z in mm."""
+    hu = np.asarray(hu, dtype=np.float32)
+    mask = np.asarray(lesion) > 0
     if not mask.any():
-        raise HepredError("lesion mask is empty: no markers", case_id=case_id, path=lesion_path)
-    spacing_zyx = np.array(ct.GetSpacing()[::-1], dtype=float)
+        raise HepredError("lesion mask is empty: no markers", case_id=case_id)
+    spacing_zyx = np.array(list(spacing_xyz)[::-1], dtype=float)
     # Everything below is local to the lesion: work in its bounding box, with room for the smoothing.
     margin = int(np.ceil(3 * SMOOTHING_MM / spacing_zyx[1:].min())) + 1
     box = tuple(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from radiomics import featureextractor
@@ -36,9 +37,23 @@ def radiomics_features(
 
 
 def _features(ct_path: Path, lesion_path: Path, case_id: str, settings: dict) -> pd.DataFrame:
+    return image_features(_read_image(ct_path, case_id), _read_image(lesion_path, case_id), case_id, settings, lesion_path)
+
+
+def array_features(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str, settings: dict) -> pd.DataFrame:
+    """The same features of a [Z, Y, X] HU volume and its lesion mask with this voxel spacing
+    (x, y, z mm): a training-cache volume, real or synthetic (``hepred.synth.fidelity``)."""
+    images = []
+    for array in (hu.astype(np.float32), (lesion > 0).astype(np.uint8)):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing([float(v) for v in spacing_xyz])
+        images.append(image)
+    return image_features(*images, case_id, settings)
+
+
+def image_features(ct: sitk.Image, lesion: sitk.Image, case_id: str, settings: dict, lesion_path: Path | None = None) -> pd.DataFrame:
+    """pyradiomics features of ``ct`` inside ``lesion`` (> 0), as one row."""
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    ct = _read_image(ct_path, case_id)
-    lesion = _read_image(lesion_path, case_id)
     mask = sitk.Cast(lesion > 0, sitk.sitkUInt8)
     voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     if voxels == 0:

@@ -19,6 +19,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 from PIL import Image
 
 from hepred import io
@@ -72,6 +73,52 @@ def _p(value) -> str:
     if pd.isna(value):
         return ""
     return f"{value:.3g}" if value >= 0.001 else "<0.001"
+
+
+def fidelity_table(score_files: list[Path], logit_files: list[Path]) -> pd.DataFrame:
+    """Class fidelity and TSTR per fold, and pooled over the folds (each volume scored by its
+    fold's models; the real training cases by their out-of-fold logits)."""
+    rows = [io.read_json(path) for path in score_files]
+    logits = pd.concat([pd.read_csv(path, dtype={"case_id": str}) for path in logit_files])
+
+    def auc(group: str, column: str) -> float:
+        chosen = logits[logits["group"] == group].dropna(subset=[column])
+        return float(roc_auc_score(chosen["label"], chosen[column])) if chosen["label"].nunique() == 2 else float("nan")
+
+    rows.append({
+        "fold": "pooled", "method": rows[0]["method"],
+        "synthetic_versions": sum(row["synthetic_versions"] for row in rows),
+        "real_training_cases": sum(row["real_training_cases"] for row in rows),
+        "real_validation_cases": sum(row["real_validation_cases"] for row in rows),
+        "class_fidelity_auc": auc("synthetic", "real_model_logit"),
+        "class_fidelity_real_reference_auc": auc("real", "real_model_logit"),
+        "trtr_validation_auc": auc("validation", "real_model_logit"),
+        "tstr_validation_auc": auc("validation", "synthetic_model_logit"),
+    })
+    return pd.DataFrame(rows)
+
+
+def fidelity_section(fidelity: dict[str, list[Path]]) -> str:
+    table = fidelity_table(fidelity["scores"], fidelity["logits"])
+    markers = pd.concat([pd.read_csv(path).assign(fold=path.parent.parent.parent.name) for path in fidelity["markers"]])
+    spread = markers.pivot_table(index="marker", columns="group", values="label_difference_sd", aggfunc="mean")
+    spread = spread.rename(columns=lambda group: f"{group}: expansion - none (SD), mean over folds").reset_index()
+    return (
+        "<h3>Does each synthetic CT carry its label?</h3><p class='note'>Radiomics model (the radiomics row's "
+        "recipe) on the training cache's grid, on the slices synthesis repaints. Class fidelity: fitted on the "
+        "fold's real training cases, it scores the synthetic versions (reference: its out-of-fold AUC on the real "
+        "training cases). TSTR: fitted on the synthetic versions only, scored on the fold's real validation "
+        "patients, beside the model fitted on the real training cases (TRTR). Near 0.5, the synthetic versions do "
+        "not carry their labels.</p>"
+        + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)
+        + "<h3>Marker fidelity</h3><p class='note'>Standardised difference between labels of each lesion marker, "
+        "in real training cases and in synthetic versions (fold_k/synthetic/qc/marker_fidelity.csv per fold): a "
+        "synthetic set that flattens the difference shows a smaller value.</p>"
+        + spread.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)
+        + "<div class='grid'>"
+        + "".join(_figure(p, WIDTHS["synthesis"], p.parent.parent.parent.name) for p in fidelity["plots"])
+        + "</div>"
+    )
 
 
 def results_table(summary: pd.DataFrame) -> str:
@@ -152,8 +199,10 @@ def build_report(
     synthesis_montages: list[Path],
     preprocess_montages: list[Path],
     saliency_dirs: list[Path],
+    fidelity: dict[str, list[Path]] | None = None,
 ) -> int:
-    """Write the report; returns its size in bytes."""
+    """Write the report; returns its size in bytes. ``fidelity`` holds the folds' synthesis
+    fidelity files (``hepred.synth.fidelity``) by kind: scores, logits, markers, plots."""
     summary = pd.read_csv(summary_csv, keep_default_na=False, na_values=[""])
     metrics = json.loads(Path(metrics_json).read_text())
     labels = pd.read_csv(labels_csv, dtype={"case_id": str})
@@ -201,6 +250,7 @@ def build_report(
         "per fold; lesion HU statistics are in fold_k/synthetic/qc/.</p><div class='grid'>"
         + "".join(_figure(p, WIDTHS["synthesis"], p.parent.parent.parent.name) for p in synthesis_montages)
         + "</div>"
+        + (fidelity_section(fidelity) if fidelity and fidelity["scores"] else "")
     )
     sections.append(
         "<h2 id='qc'>Preprocessing QC</h2><div class='grid'>"

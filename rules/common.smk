@@ -124,11 +124,11 @@ def synthetic_manifest_if_needed(wildcards):
     return []
 
 
-def synthesis_montages(wildcards):
-    """The folds' synthesis QC montages, when some scenario trains on synthetic data."""
+def synthesis_qc(name):
+    """The folds' synthesis QC file ``name``, when some scenario trains on synthetic data."""
     if not set(SCENARIOS) & SYNTHETIC_SCENARIOS:
         return []
-    return expand(f"{RESULTS}/fold_{{fold}}/synthetic/qc/montage.png", fold=FOLDS)
+    return expand(f"{RESULTS}/fold_{{fold}}/synthetic/qc/{name}", fold=FOLDS)
 
 
 def final_targets():

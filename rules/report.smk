@@ -20,7 +20,11 @@ rule html_report:
             fold=FOLDS,
             scenario=IMAGE_SCENARIOS + NULL_CONTROL,
         ),
-        synthesis=synthesis_montages,
+        synthesis=synthesis_qc("montage.png"),
+        fidelity=synthesis_qc("fidelity.json"),
+        fidelity_logits=synthesis_qc("fidelity_logits.csv"),
+        marker_fidelity=synthesis_qc("marker_fidelity.csv"),
+        marker_plots=synthesis_qc("markers.png"),
         montages=all_preprocessed("montage.png"),
         saliency=expand(
             f"{RESULTS}/fold_{{fold}}/saliency/{SALIENCY_SCENARIO}", fold=FOLDS

@@ -80,3 +80,40 @@ rule synthesize:
         seed=config["seed"],
     script:
         "../workflow_scripts/synthesize.py"
+
+
+rule synthesis_fidelity:
+    input:
+        manifest=f"{RESULTS}/fold_{{fold}}/synthetic/manifest.csv",
+        splits=f"{RESULTS}/folds/splits.json",
+        labels=f"{RESULTS}/labels.csv",
+        hu=all_preprocessed("hu.npy"),
+        lesion=all_preprocessed("lesion.npy"),
+        info=all_preprocessed("info.json"),
+    output:
+        scores=f"{RESULTS}/fold_{{fold}}/synthetic/qc/fidelity.json",
+        logits=f"{RESULTS}/fold_{{fold}}/synthetic/qc/fidelity_logits.csv",
+        markers=f"{RESULTS}/fold_{{fold}}/synthetic/qc/markers.csv",
+        summary=f"{RESULTS}/fold_{{fold}}/synthetic/qc/marker_fidelity.csv",
+        plot=report(
+            f"{RESULTS}/fold_{{fold}}/synthetic/qc/markers.png",
+            category="Synthesis",
+            subcategory="Marker fidelity",
+            caption="../report/synthesis_markers.rst",
+            labels={"fold": "{fold}"},
+        ),
+    log:
+        f"{RESULTS}/logs/fold_{{fold}}/synthesis_fidelity.log",
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        radiomics=config["baselines"]["radiomics"],
+        min_lesion_pixels=config["synthesis"]["min_lesion_pixels"],
+        method=config["synthesis"]["method"],
+        preprocess_dir=preprocess_folder,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/synthesis_fidelity.py"

@@ -21,6 +21,12 @@ def main(smk):
         [Path(p) for p in smk.input.synthesis],
         [Path(p) for p in smk.input.montages],
         [Path(p) for p in smk.input.saliency],
+        fidelity={
+            "scores": [Path(p) for p in smk.input.fidelity],
+            "logits": [Path(p) for p in smk.input.fidelity_logits],
+            "markers": [Path(p) for p in smk.input.marker_fidelity],
+            "plots": [Path(p) for p in smk.input.marker_plots],
+        },
     )
     logging.getLogger("hepred").info("wrote %s (%.1f MB)", smk.output[0], size / 1e6)
 
