@@ -78,7 +78,7 @@ def _p(value) -> str:
 def fidelity_table(score_files: list[Path], logit_files: list[Path]) -> pd.DataFrame:
     """Class fidelity and TSTR per fold, and pooled over the folds (each volume scored by its
     fold's models; the real training cases by their out-of-fold logits)."""
-    rows = [io.read_json(path) for path in score_files]
+    rows = [{**score, "notes": "; ".join(score.get("notes", []))} for score in map(io.read_json, score_files)]
     logits = pd.concat([pd.read_csv(path, dtype={"case_id": str}) for path in logit_files])
 
     def auc(group: str, column: str) -> float:
@@ -94,6 +94,7 @@ def fidelity_table(score_files: list[Path], logit_files: list[Path]) -> pd.DataF
         "class_fidelity_real_reference_auc": auc("real", "real_model_logit"),
         "trtr_validation_auc": auc("validation", "real_model_logit"),
         "tstr_validation_auc": auc("validation", "synthetic_model_logit"),
+        "notes": "",
     })
     return pd.DataFrame(rows)
 

@@ -114,28 +114,34 @@ def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int
     real = meta.index[meta["group"] == "real"].tolist()
     synthetic = meta.index[meta["group"] == "synthetic"].tolist()
     validation = meta.index[meta["group"] == "validation"].tolist()
-    on_real = fit_baseline("radiomics", radiomics, labels, real, inner_folds, seed)
+    scores = {"synthetic_versions": len(synthetic), "real_training_cases": len(real),
+              "real_validation_cases": len(validation), "class_fidelity_auc": math.nan,
+              "class_fidelity_real_reference_auc": math.nan, "trtr_validation_auc": math.nan,
+              "tstr_validation_auc": math.nan, "notes": []}
     logits = meta[["group", "source_case", "label"]].copy()
-    logits["real_model_logit"] = baseline_logits(on_real, radiomics, logits.index.tolist())
-    # fit_baseline sorts the cases it was fitted on; its out-of-fold logits follow that order.
-    logits.loc[on_real["fitted_on"], "real_model_logit"] = on_real["out_of_fold_logits"]
-    real_reference = _auc(meta.loc[on_real["fitted_on"], "label"], on_real["out_of_fold_logits"])
-    scores = {
-        "synthetic_versions": len(synthetic),
-        "real_training_cases": len(real),
-        "real_validation_cases": len(validation),
-        "class_fidelity_auc": _auc(meta.loc[synthetic, "label"], baseline_logits(on_real, radiomics, synthetic)),
-        "class_fidelity_real_reference_auc": real_reference,
-        "trtr_validation_auc": _auc(meta.loc[validation, "label"], baseline_logits(on_real, radiomics, validation)),
-    }
+    logits["real_model_logit"] = logits["synthetic_model_logit"] = math.nan
+    # A fold too small for the radiomics recipe (3 of each class) gets no figure, with the reason:
+    # a QC check must not stop the run.
+    try:
+        on_real = fit_baseline("radiomics", radiomics, labels, real, inner_folds, seed)
+    except HepredError as error:
+        scores["notes"].append(f"no model of the real training cases: {error.message}")
+    else:
+        logits["real_model_logit"] = baseline_logits(on_real, radiomics, logits.index.tolist())
+        # fit_baseline sorts the cases it was fitted on; its out-of-fold logits follow that order.
+        logits.loc[on_real["fitted_on"], "real_model_logit"] = on_real["out_of_fold_logits"]
+        scores["class_fidelity_auc"] = _auc(meta.loc[synthetic, "label"], logits.loc[synthetic, "real_model_logit"])
+        scores["class_fidelity_real_reference_auc"] = _auc(meta.loc[real, "label"], logits.loc[real, "real_model_logit"])
+        scores["trtr_validation_auc"] = _auc(meta.loc[validation, "label"], logits.loc[validation, "real_model_logit"])
     try:
         on_synthetic = fit_baseline("radiomics", radiomics, labels, synthetic, inner_folds, seed, out_of_fold=False)
+    except HepredError as error:
+        scores["notes"].append(f"no model of the synthetic versions: {error.message}")
+    else:
         logits["synthetic_model_logit"] = baseline_logits(on_synthetic, radiomics, logits.index.tolist())
         scores["tstr_validation_auc"] = _auc(meta.loc[validation, "label"], logits.loc[validation, "synthetic_model_logit"])
-    except HepredError as error:  # too few synthetic versions of one class to fit on
-        logger.warning("TSTR not computed: %s", error.message)
-        logits["synthetic_model_logit"] = math.nan
-        scores["tstr_validation_auc"] = math.nan
+    for note in scores["notes"]:
+        logger.warning("fidelity: %s", note)
     return scores, logits
 
 

@@ -167,7 +167,30 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
     growth = sampling["target_mask"]
     rows, real, synthetic, examples = [], {}, {}, []
     progress = Progress(len(train_cases), log)
-    # One case at a time: only that case's volumes are held in memory.
+
+    def write_case(slab: CaseSlab, versions: list, outputs: list) -> None:
+        outputs = [(hu, lesion.astype(np.uint8)) for hu, lesion in outputs]
+        for (_, i, version_seed, _), (hu, lesion) in zip(versions, outputs):
+            rows.append(_write_version(out_dir, slab, i, version_seed, method, hu, lesion))
+        real[slab.case_id] = slab.hu[slab.lesion]
+        synthetic[slab.case_id] = np.concatenate([hu[lesion > 0] for hu, lesion in outputs])
+        if len(examples) < MONTAGE_CASES:
+            examples.append(_montage_panels(slab, outputs, sampling["patch_size"]))
+        progress.case_done(len(slab.slices) * len(versions))
+
+    def repaint_pending() -> None:
+        """Repaint the pending cases' versions in batches of sample_batch_size patches, which
+        may span cases (a GPU is fed wide batches), then write each case."""
+        if not pending:
+            return
+        versions = [version for _, case_versions in pending for version in case_versions]
+        outputs = iter(_repaint_versions(repainter, versions, sampling, torch_device))
+        for slab, case_versions in pending:
+            write_case(slab, case_versions, [next(outputs) for _ in case_versions])
+        pending.clear()
+
+    # Cases are read one at a time and held only until their versions are repainted.
+    pending: list[tuple[CaseSlab, list]] = []
     for _, slab in iter_slabs(Path(preprocess_dir), train_cases, labels, sampling["min_lesion_pixels"], log,
                               keep_volume=True):
         if slab is None:
@@ -181,18 +204,13 @@ def synthesize(preprocess_dir: Path, train_cases: list[str], labels: dict[str, i
                                       growth["elastic_smooth_mm"], np.random.default_rng(version_seed))
             versions.append((slab, i, version_seed, target))
         if method == "morph":
-            outputs = [morph_slab(slab, target, sampling["morph"]["falloff_mm"], sampling["morph"]["smooth_px"])
-                       for _, _, _, target in versions]
-        else:
-            outputs = _repaint_versions(repainter, versions, sampling, torch_device)
-        outputs = [(hu, lesion.astype(np.uint8)) for hu, lesion in outputs]
-        for (_, i, version_seed, _), (hu, lesion) in zip(versions, outputs):
-            rows.append(_write_version(out_dir, slab, i, version_seed, method, hu, lesion))
-        real[slab.case_id] = slab.hu[slab.lesion]
-        synthetic[slab.case_id] = np.concatenate([hu[lesion > 0] for hu, lesion in outputs])
-        if len(examples) < MONTAGE_CASES:
-            examples.append(_montage_panels(slab, outputs, sampling["patch_size"]))
-        progress.case_done(len(slab.slices) * len(versions))
+            write_case(slab, versions, [morph_slab(slab, target, sampling["morph"]["falloff_mm"],
+                                                   sampling["morph"]["smooth_px"]) for _, _, _, target in versions])
+            continue
+        pending.append((slab, versions))
+        if sum(len(case_slab.slices) * len(case_versions) for case_slab, case_versions in pending) >= sampling["sample_batch_size"]:
+            repaint_pending()
+    repaint_pending()
     if not rows:
         raise HepredError("no training case has a lesion-bearing slice to synthesise from", path=preprocess_dir)
     summary = write_qc(out_dir / "qc", real, synthetic, examples)

@@ -41,8 +41,8 @@ CHEAP_TARGETS = [f"{RESULTS}/folds/splits.json"] + [
 ]
 WORKFLOW_RULES = {
     "simulate_demo", "ingest", "preprocess", "labels", "folds", "skull_strip_dice",
-    "train_generator", "synthesize", "train_classifier", "radiomics_features", "train_baseline", "fusion",
-    "statistics", "saliency", "html_report",
+    "train_generator", "synthesize", "synthesis_fidelity", "train_classifier", "radiomics_features",
+    "train_baseline", "fusion", "statistics", "saliency", "html_report",
 }  # fmt: skip
 GPU_RULES = {"train_generator", "synthesize", "train_classifier"}
 

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_ceiling import lesion_features, out_of_fold_auc
+from bench_data_efficiency import subsample_splits
 from bench_synthesis import summary_figures
 from harness import Figure, figure_table
 
@@ -83,3 +84,20 @@ def test_out_of_fold_auc_fits_on_training_cases_only():
     # A feature that only tracks the label on the test cases cannot be learned from the others.
     unrelated = pd.DataFrame({"x": np.r_[np.zeros(8), labels.iloc[8:] * 5.0]}, index=cases)
     assert out_of_fold_auc(unrelated, labels, folds) < 1.0
+
+
+def test_training_subsample_is_stratified_seeded_and_keeps_validation_and_test():
+    labels = {f"c{i:02d}": int(i % 3 == 0) for i in range(60)}
+    cases = sorted(labels)
+    splits = {"folds": [{"train": cases[:40], "val": cases[40:48], "test": cases[48:]},
+                        {"train": cases[20:], "val": cases[:8], "test": cases[8:20]}]}
+    quarter = subsample_splits(splits, labels, 0.25, seed=0)
+    for fold, cut in zip(splits["folds"], quarter["folds"]):
+        assert cut["val"] == fold["val"] and cut["test"] == fold["test"]
+        assert set(cut["train"]) <= set(fold["train"])
+        for label in (0, 1):
+            full = sum(labels[c] == label for c in fold["train"])
+            assert sum(labels[c] == label for c in cut["train"]) == max(3, round(0.25 * full))
+    assert subsample_splits(splits, labels, 0.25, seed=0) == quarter
+    assert subsample_splits(splits, labels, 0.25, seed=1) != quarter
+    assert subsample_splits(splits, labels, 1.0, seed=0)["folds"][0]["train"] == sorted(splits["folds"][0]["train"])

@@ -65,7 +65,9 @@ def test_saliency_maps_and_the_report_cover_every_test_patient(finished_run):
                     "Training curves", "Synthesis QC", "Preprocessing QC"):
         assert f">{section}</h2>" in page, section
     n_cases = len(pd.read_csv(results / "labels.csv"))
-    assert page.count("<img ") == 1 + n_cases + 2 * 5 + 2 + n_cases  # ROC, saliency, curves, synthesis, QC
+    # ROC, saliency, curves, synthesis montages and marker plots, preprocessing QC
+    assert page.count("<img ") == 1 + n_cases + 2 * 5 + 2 + 2 + n_cases
+    assert "Does each synthetic CT carry its label?" in page and "Marker fidelity" in page
     assert "16 patients" in page and "null_t2" in page
 
 
@@ -149,7 +151,7 @@ def test_a_result_setting_plans_exactly_the_jobs_it_changes(finished_run):
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["synthesis"]["versions"] = 3
     # New versions from the same generators: synthesis and the scenarios that train on it.
-    expected = {"synthesize": 2, "train_classifier": 4, "statistics": 1, "html_report": 1, "all": 1}
+    expected = {"synthesize": 2, "synthesis_fidelity": 2, "train_classifier": 4, "statistics": 1, "html_report": 1, "all": 1}
     assert planned_jobs(run_snakemake(finished_run, config, "-n")) == expected
 
 
