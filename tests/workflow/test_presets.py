@@ -40,6 +40,15 @@ def test_the_readme_override_of_one_key_plans_a_run(workdir):
     assert "train_classifier" in result.stdout + result.stderr
 
 
+def test_a_run_without_reference_rows_plans_only_the_image_scenarios(workdir):
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    demo["baselines"] = {"models": [], "null_control": "", "fusion": ""}
+    result = run_snakemake(workdir, demo, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = result.stdout + result.stderr
+    assert "rule train_classifier" in planned and "rule train_baseline" not in planned and "rule fusion" not in planned
+
+
 def test_a_gpu_workstation_runs_one_training_job_per_visible_gpu(workdir, tmp_path, monkeypatch):
     # A fake nvidia-smi that lists two GPUs stands in for the driver.
     bin_dir = tmp_path / "bin"
