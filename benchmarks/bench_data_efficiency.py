@@ -57,12 +57,15 @@ def subsample_splits(splits: dict, labels: dict[str, int], size: float, seed: in
     return {**splits, "folds": folds}
 
 
-def run_size(size: float, cores: int, seed: int) -> tuple[Path, float]:
-    """The run of one training size (resumed where it stopped); its results folder and seconds."""
+def run_size(size: float, cores: int, seed: int, donor: Path | None) -> tuple[Path, float]:
+    """The run of one training size (resumed where it stopped); its results folder and seconds.
+    The ingested cases are hard-linked from the benchmark run, and the preprocessed ones from
+    ``donor`` (an earlier size's run) when given: every size trains on the same caches."""
     out = OUT / f"train{round(size * 100):02d}"
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "ingest").exists():
-        subprocess.run(["cp", "-al", str(BASE / "ingest"), str(out / "ingest")], check=True)
+    for name, source in (("ingest", BASE), ("preprocess", donor), ("labels.csv", donor)):
+        if source is not None and (source / name).exists() and not (out / name).exists():
+            subprocess.run(["cp", "-al", str(source / name), str(out / name)], check=True)
     labels = pd.read_csv(BASE / "labels.csv", dtype={"case_id": str}).set_index("case_id")["label"].astype(int)
     splits_file = out / "training_subsample_splits.json"
     io.write_json(splits_file, subsample_splits(io.read_json(BASE / "folds" / "splits.json"), labels.to_dict(), size, seed))
@@ -145,9 +148,10 @@ def main() -> None:
     args = parser.parse_args()
     if not (BASE / "folds" / "splits.json").is_file():
         sys.exit("bench_data_efficiency: run the benchmark first: snakemake --cores N --configfile configs/benchmark.yaml")
-    rows, figures = [], []
+    rows, figures, donor = [], [], None
     for size in sorted(args.sizes):
-        results, seconds = run_size(size, args.cores, args.seed)
+        results, seconds = run_size(size, args.cores, args.seed, donor)
+        donor = results
         rows.append(compare(results, size, seconds))
         print(rows[-1]["sentence"], flush=True)
     table = pd.DataFrame(rows)
