@@ -44,15 +44,20 @@ def fits_on_device(needed_bytes: int, budget_gb: float, free_bytes: int) -> bool
 
 
 class ResidentSamples:
-    """Every sample of a dataset as one int16 tensor [N, 2, S, S] on ``device``, with its labels."""
+    """Every sample of a dataset as one int16 tensor [N, 2, S, S] on ``device``, with its labels.
+
+    Filled a chunk at a time, so host memory holds one chunk, never a second copy of the dataset."""
+
+    CHUNK = 256
 
     def __init__(self, dataset: SliceDataset, device: torch.device):
-        raw, labels = [], []
-        for index in range(len(dataset)):
-            sample, label, _ = dataset[index]
-            raw.append(sample)
-            labels.append(label)
-        self.raw = torch.stack(raw).to(device)
+        first, _, _ = dataset[0]
+        self.raw = torch.empty((len(dataset), *first.shape), dtype=first.dtype, device=device)
+        labels = []
+        for start in range(0, len(dataset), self.CHUNK):
+            chunk = [dataset[index] for index in range(start, min(start + self.CHUNK, len(dataset)))]
+            self.raw[start : start + len(chunk)] = torch.stack([sample for sample, _, _ in chunk]).to(device)
+            labels += [label for _, label, _ in chunk]
         self.labels = torch.stack(labels)
         self.device = device
 

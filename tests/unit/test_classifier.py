@@ -476,7 +476,8 @@ def batch_list(source):
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
-def test_resident_batches_are_the_loaders_batches_in_every_epoch(cohort, drop_last):
+def test_resident_batches_are_the_loaders_batches_in_every_epoch(cohort, drop_last, monkeypatch):
+    monkeypatch.setattr(ResidentSamples, "CHUNK", 7)  # filled over several chunks, the last partial
     cfg, train_set, _ = training_set(cohort, batch_size=5)
     assert len(train_set) % cfg["batch_size"], "the fixture needs a partial last batch to test drop_last"
     streamed_order, resident_order = EpochShuffle(len(train_set), 5), EpochShuffle(len(train_set), 5)
