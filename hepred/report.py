@@ -96,7 +96,10 @@ def fidelity_table(score_files: list[Path], logit_files: list[Path]) -> pd.DataF
         "tstr_validation_auc": auc("validation", "synthetic_model_logit"),
         "notes": "",
     })
-    return pd.DataFrame(rows)
+    columns = ["fold", "method", "synthetic_versions", "real_training_cases", "real_validation_cases",
+               "class_fidelity_auc", "class_fidelity_real_reference_auc", "tstr_validation_auc", "trtr_validation_auc",
+               "notes"]
+    return pd.DataFrame(rows)[columns]
 
 
 def fidelity_section(fidelity: dict[str, list[Path]]) -> str:
