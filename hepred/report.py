@@ -110,8 +110,8 @@ def fidelity_section(fidelity: dict[str, list[Path]]) -> str:
     return (
         "<h3>Does each synthetic CT carry its label?</h3><p class='note'>Radiomics model (the radiomics row's "
         "recipe) on the training cache's grid, on the slices synthesis repaints. Class fidelity: fitted on the "
-        "fold's real training cases, it scores the synthetic versions (reference: its out-of-fold AUC on the real "
-        "training cases). TSTR: fitted on the synthetic versions only, scored on the fold's real validation "
+        "fold's real training cases, it scores the synthetic versions, each by the model fitted without its source "
+        "case (reference: the same models' out-of-fold AUC on the real training cases). TSTR: fitted on the synthetic versions only, scored on the fold's real validation "
         "patients, beside the model fitted on the real training cases (TRTR). Near 0.5, the synthetic versions do "
         "not carry their labels.</p>"
         + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)

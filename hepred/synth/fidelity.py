@@ -6,8 +6,9 @@ synthesis. Three checks, per fold, on the training cache's grid (the images the 
 learned from and the classifier trains on), on the slices synthesis repaints:
 
 - class fidelity: the radiomics model (``hepred.baselines``, the same recipe as the radiomics
-  row) fitted on the fold's real training cases scores the synthetic versions; the AUC of
-  their labels, beside the same model's out-of-fold AUC on the real training cases;
+  row) fitted on the fold's real training cases scores the synthetic versions, each by the
+  model fitted without its source case; the AUC of their labels, beside the out-of-fold AUC
+  of the same models on the real training cases;
 - train on synthetic, test on real (TSTR): the same recipe fitted on the synthetic versions
   only, scored on the fold's real validation patients, beside the model fitted on the real
   training cases (TRTR);
@@ -34,7 +35,9 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from hepred import io  # noqa: E402
-from hepred.baselines import baseline_logits, fit_baseline  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
+
+from hepred.baselines import baseline_logits, build_estimator, fit_baseline  # noqa: E402
 from hepred.errors import HepredError  # noqa: E402
 from hepred.markers import array_markers  # noqa: E402
 from hepred.radiomics import array_features  # noqa: E402
@@ -106,10 +109,35 @@ def _auc(labels: pd.Series, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if labels.nunique() == 2 else math.nan
 
 
+def source_held_out_logits(features: pd.DataFrame, meta: pd.DataFrame, real: list[str], synthetic: list[str],
+                           folds: int, seed: int) -> pd.Series:
+    """Each real training case, and each synthetic version of it, scored by the radiomics recipe
+    fitted without that case (stratified ``folds``-fold over the real cases).
+
+    A version is a near copy of its source: scored by a model that saw the source, it would be
+    scored in-sample, and class fidelity would beat the real cases' out-of-fold reference
+    merely by that. Held out together, both figures are out-of-sample and compare."""
+    values = features.loc[real].to_numpy()
+    targets = meta.loc[real, "label"].to_numpy().astype(int)
+    sources = meta.loc[synthetic, "source_case"]
+    logits = pd.Series(np.nan, index=real + synthetic)
+    for train, held in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(values, targets):
+        positives = int(targets[train].sum())
+        inner = max(2, min(folds, positives, len(train) - positives))
+        estimator = build_estimator("radiomics", inner, seed).fit(values[train], targets[train])
+        held_cases = [real[index] for index in held]
+        versions = sources.index[sources.isin(held_cases)].tolist()
+        logits[held_cases] = estimator.decision_function(values[held])
+        if versions:
+            logits[versions] = estimator.decision_function(features.loc[versions].to_numpy())
+    return logits
+
+
 def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int, seed: int) -> tuple[dict, pd.DataFrame]:
     """Class fidelity and TSTR AUCs with their real-data references (see the module's docstring),
-    and each volume's logits from the model fitted on real cases (out-of-fold for those cases)
-    and from the one fitted on synthetic versions, so that the folds can be pooled."""
+    and each volume's logits, so that the folds can be pooled: from the model fitted on the real
+    training cases (for those cases and their synthetic versions, the one fitted without the
+    source case, ``source_held_out_logits``) and from the one fitted on synthetic versions."""
     labels = meta["label"].astype(int).to_dict()
     real = meta.index[meta["group"] == "real"].tolist()
     synthetic = meta.index[meta["group"] == "synthetic"].tolist()
@@ -123,13 +151,14 @@ def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int
     # A fold too small for the radiomics recipe (3 of each class) gets no figure, with the reason:
     # a QC check must not stop the run.
     try:
-        on_real = fit_baseline("radiomics", radiomics, labels, real, inner_folds, seed)
+        on_real = fit_baseline("radiomics", radiomics, labels, real, inner_folds, seed, out_of_fold=False)
     except HepredError as error:
         scores["notes"].append(f"no model of the real training cases: {error.message}")
     else:
         logits["real_model_logit"] = baseline_logits(on_real, radiomics, logits.index.tolist())
-        # fit_baseline sorts the cases it was fitted on; its out-of-fold logits follow that order.
-        logits.loc[on_real["fitted_on"], "real_model_logit"] = on_real["out_of_fold_logits"]
+        held_out = source_held_out_logits(radiomics.loc[:, on_real["columns"]], meta, real, synthetic,
+                                          on_real["inner_folds"], seed)
+        logits.loc[held_out.index, "real_model_logit"] = held_out
         scores["class_fidelity_auc"] = _auc(meta.loc[synthetic, "label"], logits.loc[synthetic, "real_model_logit"])
         scores["class_fidelity_real_reference_auc"] = _auc(meta.loc[real, "label"], logits.loc[real, "real_model_logit"])
         scores["trtr_validation_auc"] = _auc(meta.loc[validation, "label"], logits.loc[validation, "real_model_logit"])
