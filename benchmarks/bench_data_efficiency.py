@@ -15,7 +15,8 @@ The image model and its synthetic counterpart were fixed before this benchmark w
 synthetic CT), the same recipe with the fold generator's versions; t1 is the reference
 every configuration names, but is not trained here. Per size: pooled AUC with its 95 % CI
 (the statistics stage's bootstrap, its default settings),
-t5 - t2 with DeLong's 95 % CI and p, and one sentence. CSV and PNG in
+t5 - t2 with DeLong's 95 % CI and p, one sentence, and the synthesis fidelity checks pooled
+over the folds (class fidelity and TSTR, ``hepred.synth.fidelity``). CSV and PNG in
 benchmarks/out/data_efficiency/.
 
     python benchmarks/bench_data_efficiency.py [--sizes 0.25 0.5 1.0] [--cores 2] [--json FILE]
@@ -35,6 +36,7 @@ import pandas as pd
 from harness import CACHE, REPO, Figure
 
 from hepred import io
+from hepred.report import fidelity_table
 from hepred.stats import bootstrap_ci, delong_test, load_predictions, resolve_config
 
 BASE = REPO / "benchmark_results"
@@ -108,6 +110,12 @@ def compare(results: Path, size: float, seconds: float) -> dict:
         row.update({f"{scenario}_auc": auc, f"{scenario}_ci_low": low, f"{scenario}_ci_high": high})
     row.update({"difference": test["auc_difference"], "difference_ci_low": test["auc_difference"] - half_width,
                 "difference_ci_high": test["auc_difference"] + half_width, "delong_p": test["p"]})
+    qc = sorted(results.glob("fold_*/synthetic/qc/fidelity.json"))
+    if qc:
+        pooled = fidelity_table(qc, [path.with_name("fidelity_logits.csv") for path in qc]).set_index("fold").loc["pooled"]
+        for column in ("class_fidelity_auc", "class_fidelity_real_reference_auc", "tstr_validation_auc",
+                       "trtr_validation_auc"):
+            row[column] = float(pooled[column])
     helped = "helped" if row["difference_ci_low"] > 0 else "hurt" if row["difference_ci_high"] < 0 else "did not clearly help"
     row["sentence"] = (
         f"{round(size * 100)} % of the training patients: synthesis {helped} "
