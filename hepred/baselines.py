@@ -138,15 +138,26 @@ def fit_baseline(
     return fitted
 
 
-def out_of_fold_logits(values: np.ndarray, targets: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def out_of_fold_logits(
+    values: np.ndarray, targets: np.ndarray, folds: int, seed: int,
+    companions: np.ndarray | None = None, owners: np.ndarray | None = None,
+) -> np.ndarray:
     """Each patient's radiomics logit from the recipe fitted without it (stratified ``folds``-fold),
-    the inner penalty search shrunk to the classes that each outer split leaves."""
-    logits = np.empty(len(targets))
+    the inner penalty search shrunk to the classes that each outer split leaves.
+
+    ``companions`` (rows of features, each tied to the patient at position ``owners``) are scored
+    by the model that held their owner out, and their logits follow the patients'."""
+    companions = np.empty((0, values.shape[1])) if companions is None else companions
+    owners = np.empty(0, dtype=int) if owners is None else np.asarray(owners)
+    logits = np.empty(len(targets) + len(companions))
     for train, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(values, targets):
         positives = int(targets[train].sum())
         inner = max(2, min(folds, positives, len(train) - positives))
         estimator = build_estimator("radiomics", inner, seed).fit(values[train], targets[train])
         logits[held_out] = estimator.decision_function(values[held_out])
+        tied = np.flatnonzero(np.isin(owners, held_out))
+        if tied.size:
+            logits[len(targets) + tied] = estimator.decision_function(companions[tied])
     return logits
 
 

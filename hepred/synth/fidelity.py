@@ -35,9 +35,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from hepred import io  # noqa: E402
-from sklearn.model_selection import StratifiedKFold  # noqa: E402
-
-from hepred.baselines import baseline_logits, build_estimator, fit_baseline  # noqa: E402
+from hepred.baselines import baseline_logits, fit_baseline, out_of_fold_logits  # noqa: E402
 from hepred.errors import HepredError  # noqa: E402
 from hepred.markers import array_markers  # noqa: E402
 from hepred.radiomics import array_features  # noqa: E402
@@ -112,25 +110,19 @@ def _auc(labels: pd.Series, scores: np.ndarray) -> float:
 def source_held_out_logits(features: pd.DataFrame, meta: pd.DataFrame, real: list[str], synthetic: list[str],
                            folds: int, seed: int) -> pd.Series:
     """Each real training case, and each synthetic version of it, scored by the radiomics recipe
-    fitted without that case (stratified ``folds``-fold over the real cases).
+    fitted without that case (``hepred.baselines.out_of_fold_logits``, the versions tied to their
+    source).
 
     A version is a near copy of its source: scored by a model that saw the source, it would be
     scored in-sample, and class fidelity would beat the real cases' out-of-fold reference
     merely by that. Held out together, both figures are out-of-sample and compare."""
-    values = features.loc[real].to_numpy()
-    targets = meta.loc[real, "label"].to_numpy().astype(int)
-    sources = meta.loc[synthetic, "source_case"]
-    logits = pd.Series(np.nan, index=real + synthetic)
-    for train, held in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(values, targets):
-        positives = int(targets[train].sum())
-        inner = max(2, min(folds, positives, len(train) - positives))
-        estimator = build_estimator("radiomics", inner, seed).fit(values[train], targets[train])
-        held_cases = [real[index] for index in held]
-        versions = sources.index[sources.isin(held_cases)].tolist()
-        logits[held_cases] = estimator.decision_function(values[held])
-        if versions:
-            logits[versions] = estimator.decision_function(features.loc[versions].to_numpy())
-    return logits
+    position = {case: index for index, case in enumerate(real)}
+    logits = out_of_fold_logits(
+        features.loc[real].to_numpy(), meta.loc[real, "label"].to_numpy().astype(int), folds, seed,
+        companions=features.loc[synthetic].to_numpy(),
+        owners=np.array([position[source] for source in meta.loc[synthetic, "source_case"]], dtype=int),
+    )
+    return pd.Series(logits, index=real + synthetic)
 
 
 def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int, seed: int) -> tuple[dict, pd.DataFrame]:
@@ -150,11 +142,15 @@ def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int
     logits["real_model_logit"] = logits["synthetic_model_logit"] = math.nan
     # A fold too small for the radiomics recipe (3 of each class) gets no figure, with the reason:
     # a QC check must not stop the run.
-    try:
-        on_real = fit_baseline("radiomics", radiomics, labels, real, inner_folds, seed, out_of_fold=False)
-    except HepredError as error:
-        scores["notes"].append(f"no model of the real training cases: {error.message}")
-    else:
+    def fitted_on(cases: list[str], what: str) -> dict | None:
+        try:
+            return fit_baseline("radiomics", radiomics, labels, cases, inner_folds, seed, out_of_fold=False)
+        except HepredError as error:
+            scores["notes"].append(f"no model of the {what}: {error.message}")
+            return None
+
+    on_real = fitted_on(real, "real training cases")
+    if on_real is not None:
         logits["real_model_logit"] = baseline_logits(on_real, radiomics, logits.index.tolist())
         held_out = source_held_out_logits(radiomics.loc[:, on_real["columns"]], meta, real, synthetic,
                                           on_real["inner_folds"], seed)
@@ -162,11 +158,8 @@ def class_fidelity(meta: pd.DataFrame, radiomics: pd.DataFrame, inner_folds: int
         scores["class_fidelity_auc"] = _auc(meta.loc[synthetic, "label"], logits.loc[synthetic, "real_model_logit"])
         scores["class_fidelity_real_reference_auc"] = _auc(meta.loc[real, "label"], logits.loc[real, "real_model_logit"])
         scores["trtr_validation_auc"] = _auc(meta.loc[validation, "label"], logits.loc[validation, "real_model_logit"])
-    try:
-        on_synthetic = fit_baseline("radiomics", radiomics, labels, synthetic, inner_folds, seed, out_of_fold=False)
-    except HepredError as error:
-        scores["notes"].append(f"no model of the synthetic versions: {error.message}")
-    else:
+    on_synthetic = fitted_on(synthetic, "synthetic versions")
+    if on_synthetic is not None:
         logits["synthetic_model_logit"] = baseline_logits(on_synthetic, radiomics, logits.index.tolist())
         scores["tstr_validation_auc"] = _auc(meta.loc[validation, "label"], logits.loc[validation, "synthetic_model_logit"])
     for note in scores["notes"]:
