@@ -149,8 +149,10 @@ JOB_REQUEST_SECTIONS = ("resources",)
 
 def without_speed_settings(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` without its speed settings and job requests (memory, runtime, GPUs): what a
-    job may depend on without rerunning when only those change."""
-    trimmed = copy.deepcopy(config)
+    job may depend on without rerunning when only those change. Its sections come in sorted
+    order: ``--config section=...`` moves the section it names to the front, and Snakemake
+    compares params in order, so an unchanged config would otherwise look changed."""
+    trimmed = {key: copy.deepcopy(config[key]) for key in sorted(config)}
     for section in JOB_REQUEST_SECTIONS:
         trimmed.pop(section, None)
     for section, keys in SPEED_SETTINGS.items():

@@ -107,3 +107,12 @@ def test_every_speed_setting_is_a_key_of_the_schema():
     trimmed = without_speed_settings(defaults)
     assert "device" not in trimmed and "num_workers" not in trimmed["classifier"] and "resources" not in trimmed
     assert trimmed["classifier"]["lr"] == defaults["classifier"]["lr"] and "device" in defaults
+
+
+def test_the_report_params_do_not_depend_on_the_order_of_config_sections():
+    # --config classifier=... moves that section to the front; Snakemake compares params in order.
+    from hepred.config import without_speed_settings
+
+    config = {"seed": 0, "classifier": {"lr": 1e-3, "num_workers": 0}, "synthesis": {"epochs": 3}}
+    moved = {"classifier": {"lr": 1e-3, "num_workers": 4, "resident_memory_gb": 2}, "seed": 0, "synthesis": {"epochs": 3}}
+    assert list(without_speed_settings(moved).items()) == list(without_speed_settings(config).items())
