@@ -20,6 +20,8 @@ over the folds (class fidelity and TSTR, ``hepred.synth.fidelity``). CSV and PNG
 benchmarks/out/data_efficiency/.
 
     python benchmarks/bench_data_efficiency.py [--sizes 0.25 0.5 1.0] [--cores 2] [--json FILE]
+
+Sizes not named keep their row from an earlier run's CSV, so sizes can be run one at a time.
 """
 from __future__ import annotations
 
@@ -156,15 +158,21 @@ def main() -> None:
     args = parser.parse_args()
     if not (BASE / "folds" / "splits.json").is_file():
         sys.exit("bench_data_efficiency: run the benchmark first: snakemake --cores N --configfile configs/benchmark.yaml")
-    rows, figures, donor = [], [], None
+    # A size run earlier keeps its row (and its measured run time) when only other sizes are run now.
+    table_file = OUT / "data_efficiency.csv"
+    earlier = pd.read_csv(table_file) if table_file.is_file() else pd.DataFrame(columns=["training_size"])
+    earlier = earlier[~earlier["training_size"].round(6).isin([round(size, 6) for size in args.sizes])]
+    rows, figures = [], []
+    donor = next((run for run in sorted(OUT.glob("train*")) if (run / "preprocess").is_dir()), None)
     for size in sorted(args.sizes):
         results, seconds = run_size(size, args.cores, args.seed, donor)
         donor = results
         rows.append(compare(results, size, seconds))
         print(rows[-1]["sentence"], flush=True)
-    table = pd.DataFrame(rows)
+    table = pd.concat([earlier, pd.DataFrame(rows)]).sort_values("training_size", ignore_index=True)
+    rows = table.to_dict("records")
     OUT.mkdir(parents=True, exist_ok=True)
-    io.write_csv(OUT / "data_efficiency.csv", table)
+    io.write_csv(table_file, table)
     plot(table, OUT / "data_efficiency.png")
     for row in rows:
         percent = round(row["training_size"] * 100)
