@@ -112,6 +112,12 @@ def save_sitk(path: str | Path, image) -> None:
             sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
+def save_pil(path: str | Path, image) -> None:
+    """Save a PIL image atomically as PNG."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="png")
+
+
 def save_figure(path: str | Path, figure) -> None:
     """Save a matplotlib figure atomically as PNG and close it."""
     import matplotlib.pyplot as plt

@@ -253,30 +253,40 @@ def _check_same_grid(ct: sitk.Image, other: sitk.Image, case_id: str, path: Path
 
 
 def _montage(case_id: str, ct: np.ndarray, brain: np.ndarray, lesion: np.ndarray, spacing, window: dict, info: dict):
-    """QC figure: axial slices through the brain, windowed, brain contour green, lesion red."""
-    from matplotlib.figure import Figure
+    """QC image: axial slices through the brain, windowed, brain outline green, lesion red.
+    Drawn with PIL rather than matplotlib: it is made for every case, and matplotlib's import
+    and rendering were half of a case's preprocessing time."""
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
 
     slices = np.flatnonzero(brain.any(axis=(1, 2)))
     slices = slices[np.unique(np.linspace(0, len(slices) - 1, min(MONTAGE_PANELS, len(slices))).round().astype(int))]
     step = max(1, int(np.ceil(max(ct.shape[1:]) / MONTAGE_PIXELS)))
     columns = min(6, len(slices))
     rows = int(np.ceil(len(slices) / columns))
-    figure = Figure(figsize=(2.4 * columns, 2.4 * rows + 0.5))
-    gray = apply_windows(ct[slices, ::step, ::step], [window])[0]
+    gray = (apply_windows(ct[slices, ::step, ::step], [window])[0] * 255).round().astype(np.uint8)
+    height, width = gray.shape[1:]
+    # Rows are stretched by the pixel aspect (row spacing over column spacing), as the scanner saw them.
+    panel_height = max(1, round(height * spacing[1] / spacing[0]))
+    gap, label, header = 4, 12, 18
+    canvas = Image.new("RGB", (columns * (width + gap) + gap, header + rows * (panel_height + label + gap)), "black")
+    draw = ImageDraw.Draw(canvas)
     for panel, z in enumerate(slices):
-        axes = figure.add_subplot(rows, columns, panel + 1)
-        axes.imshow(gray[panel], cmap="gray", vmin=0, vmax=1, aspect=spacing[1] / spacing[0], interpolation="nearest")
-        axes.contour(brain[z, ::step, ::step], levels=[0.5], colors="lime", linewidths=0.7)
-        if lesion[z].any():
-            axes.contour(lesion[z, ::step, ::step], levels=[0.5], colors="red", linewidths=0.7)
-        axes.set_title(f"slice {z}", fontsize=7)
-        axes.set_axis_off()
-    figure.suptitle(
+        rgb = np.repeat(gray[panel][..., None], 3, axis=2)
+        for mask, colour in ((brain, (0, 255, 0)), (lesion, (255, 0, 0))):
+            inside = mask[z, ::step, ::step].astype(bool)
+            rgb[inside & ~ndimage.binary_erosion(inside)] = colour
+        left = gap + (panel % columns) * (width + gap)
+        top = header + (panel // columns) * (panel_height + label + gap)
+        draw.text((left, top), f"slice {z}", fill="white")
+        canvas.paste(Image.fromarray(rgb).resize((width, panel_height), Image.NEAREST), (left, top + label))
+    draw.text(
+        (gap, 3),
         f"{case_id}: brain {info['brain_volume_ml']:.0f} mL (green), lesion {info['lesion_volume_ml']:.1f} mL (red), "
         f"window {window['level']}/{window['width']}",
-        fontsize=9,
+        fill="white",
     )
-    return figure
+    return canvas
 
 
 def _remove_outputs(out_dir: Path) -> None:
@@ -362,7 +372,7 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
         "lesion_volume_ml": float(lesion_full.sum()) * voxel_ml,
         "size": size,
     }
-    figure = _montage(
+    montage = _montage(
         case_id,
         sitk.GetArrayViewFromImage(ct_lps),
         brain_np,
@@ -375,7 +385,7 @@ def _preprocess(case_id: str, ct_path: Path, lesion_path: Path, out_dir: Path, s
     io.save_sitk(out_dir / "brain_mask.nii.gz", brain)
     io.save_npy(out_dir / "hu.npy", hu)
     io.save_npy(out_dir / "lesion.npy", lesion_np)
-    io.save_figure(out_dir / "montage.png", figure)
+    io.save_pil(out_dir / "montage.png", montage)
     # info.json last: its presence means the case is complete.
     io.write_json(out_dir / "info.json", info)
     spacing = info["spacing_mm"]

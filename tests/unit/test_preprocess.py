@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
 from hepred.errors import HepredError
 from hepred.preprocess import (
@@ -176,6 +177,11 @@ def test_preprocess_case_writes_the_contract(tmp_path):
     assert info["lesion_volume_ml"] == pytest.approx(lesion.sum() * voxel_ml, rel=1e-4)
     assert info["brain_volume_ml"] == pytest.approx(truth.sum() * voxel_ml, rel=0.05)
     assert info["size"] == 64 and "windows" not in info
+
+    # The QC montage outlines the brain in green and the lesion in red.
+    montage = np.asarray(Image.open(out / "montage.png").convert("RGB"))
+    pixels = {tuple(colour) for colour in np.unique(montage.reshape(-1, 3), axis=0).tolist()}
+    assert (0, 255, 0) in pixels and (255, 0, 0) in pixels
 
 
 def test_orientation_of_the_input_does_not_change_the_arrays(tmp_path):
