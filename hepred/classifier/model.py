@@ -71,7 +71,5 @@ def load_classifier(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
         raise HepredError("model file has no classifier settings in its meta", path=path)
     model = build_model({**meta["classifier"], "pretrained": ""})
     model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last).eval()
     return model, meta

@@ -24,9 +24,8 @@ def to_device(
 ) -> torch.Tensor:
     """A loader batch (int16 HU + mask) as network input on ``device``: windowed, resized, warped."""
     images = prepare_batch(window_batch(raw.to(device, non_blocking=True), windows), image_size, theta)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
+    # Channels-last on every device: the GPU's fast convolutions, and 1.5x on the CPU (oneDNN).
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

@@ -361,9 +361,8 @@ def train_classifier(
         torch_device,
     )
 
-    model = build_model(cfg, log).to(torch_device)
-    if torch_device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # Channels-last on every device, like the batches (scoring.to_device).
+    model = build_model(cfg, log).to(torch_device, memory_format=torch.channels_last)
     # Full batches only: a batch of one breaks batch norm, and the reshuffle uses every slice over the epochs.
     train_loader = batches(
         train_set,
