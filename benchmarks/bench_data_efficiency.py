@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import harness
@@ -62,7 +62,8 @@ def subsample_splits(splits: dict, labels: dict[str, int], size: float, seed: in
 
 
 def run_size(size: float, cores: int, seed: int, donor: Path | None) -> tuple[Path, float]:
-    """The run of one training size (resumed where it stopped); its results folder and seconds.
+    """The run of one training size (resumed where it stopped); its results folder and its run time
+    (``logged_seconds``: summed over the invocations that ran it, so a resumed run counts whole).
     The ingested cases are hard-linked from the benchmark run, and the preprocessed ones from
     ``donor`` (an earlier size's run) when given: every size trains on the same caches."""
     out = OUT / f"train{round(size * 100):02d}"
@@ -86,10 +87,18 @@ def run_size(size: float, cores: int, seed: int, donor: Path | None) -> tuple[Pa
     command = [sys.executable, "-m", "snakemake", *map(str, prediction_files(out, splits_file) + fidelity), "--cores", str(cores),
                "--configfile", "configs/benchmark.yaml", str(overlay), "--rerun-triggers", "mtime",
                "--quiet", "rules"]
-    started = time.perf_counter()
     with open(out / "snakemake.log", "a") as log:
         subprocess.run(command, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return out, time.perf_counter() - started
+    return out, logged_seconds(out / "snakemake.log")
+
+
+def logged_seconds(log: Path) -> float:
+    """Snakemake's "Elapsed time: H:MM:SS" of every invocation in ``log``, summed."""
+    total = 0.0
+    for match in re.finditer(r"^Elapsed time: (\d+):(\d+):([\d.]+)$", log.read_text(), flags=re.MULTILINE):
+        hours, minutes, seconds = match.groups()
+        total += 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+    return total
 
 
 def prediction_files(results: Path, splits_file: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_ceiling import lesion_features, out_of_fold_auc
-from bench_data_efficiency import subsample_splits
+from bench_data_efficiency import logged_seconds, subsample_splits
 from bench_synthesis import summary_figures
 from harness import Figure, figure_table
 
@@ -101,3 +101,12 @@ def test_training_subsample_is_stratified_seeded_and_keeps_validation_and_test()
     assert subsample_splits(splits, labels, 0.25, seed=0) == quarter
     assert subsample_splits(splits, labels, 0.25, seed=1) != quarter
     assert subsample_splits(splits, labels, 1.0, seed=0)["folds"][0]["train"] == sorted(splits["folds"][0]["train"])
+
+
+def test_a_resumed_runs_time_is_every_invocations_elapsed_time(tmp_path):
+    log = tmp_path / "snakemake.log"
+    log.write_text(
+        "Building DAG of jobs...\n5 of 26 steps (19%) done\nElapsed time: 0:20:33.5\n"
+        "Building DAG of jobs...\nNothing to be done.\nElapsed time: 1:02:03\n"
+    )
+    assert logged_seconds(log) == pytest.approx(20 * 60 + 33.5 + 3723)
