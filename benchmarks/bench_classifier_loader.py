@@ -57,13 +57,14 @@ def measure(quick: bool) -> list[Figure]:
     for scenario in ("t1", "t2"):
         train_set, _, _ = build_datasets(fold, scenario, labels, root / "preprocess_128", None, cfg, windows, quiet)
         torch.manual_seed(0)
-        model = build_model(cfg).to(device)
+        # Laid out as train_classifier lays it out (channels-last, like every batch).
+        model = build_model(cfg).to(device, memory_format=torch.channels_last)
         loader = make_loader(train_set, cfg, device, sampler=EpochShuffle(len(train_set), 0), drop_last=True)
         # Many epochs' worth of schedule: the rate never runs out while pairs alternate.
         learner = Learner.build(model, cfg, 4 * len(loader))
         batch = int(cfg["batch_size"])
         size = int(cfg["image_size"])
-        images = torch.rand(batch, 3, size, size)
+        images = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
         targets = (torch.rand(batch) < 0.35).float()
         augment = scenario == "t2"
         train_epoch(learner, loader, cfg, device, 0, 0, augment)  # warm-up: page cache, allocator

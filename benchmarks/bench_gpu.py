@@ -115,7 +115,7 @@ def training_step(variant: str, cfg: dict, device, s: Settings):
     model = build_model(cfg).to(device)
     images = torch.rand(s.batch, 3, s.image, s.image, device=device)
     targets = (torch.rand(s.batch, device=device) < 0.35).float()
-    if variant == "bf16_channels_last" and device.type == "cuda":
+    if variant == "bf16_channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
