@@ -73,7 +73,13 @@ def visible_gpus() -> int:
     workflow's own process never needs)."""
     named = os.environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:
-        return len([device for device in named.split(",") if device.strip() and device.strip() != "-1"])
+        # As CUDA reads it: the devices before the first invalid entry ("-1", empty), none after it.
+        count = 0
+        for device in named.split(","):
+            if not device.strip() or device.strip().startswith("-"):
+                break
+            count += 1
+        return count
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
