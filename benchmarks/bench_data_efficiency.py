@@ -21,7 +21,9 @@ benchmarks/out/data_efficiency/.
 
     python benchmarks/bench_data_efficiency.py [--sizes 0.25 0.5 1.0] [--cores 2] [--json FILE]
 
-Sizes not named keep their row from an earlier run's CSV, so sizes can be run one at a time.
+Sizes not named keep their row from an earlier run's CSV with the same --seed, so sizes can be run
+one at a time. A size's run time is Snakemake's, summed over the invocations that ran it; the
+first size run also preprocesses the 200 cases, the later ones reuse its caches.
 """
 from __future__ import annotations
 
@@ -87,17 +89,22 @@ def run_size(size: float, cores: int, seed: int, donor: Path | None) -> tuple[Pa
     command = [sys.executable, "-m", "snakemake", *map(str, prediction_files(out, splits_file) + fidelity), "--cores", str(cores),
                "--configfile", "configs/benchmark.yaml", str(overlay), "--rerun-triggers", "mtime",
                "--quiet", "rules"]
-    with open(out / "snakemake.log", "a") as log:
+    # The log, and so the run time, starts afresh with the size's first fold output.
+    started = any(path.is_file() for path in out.glob("fold_*/**/*"))
+    with open(out / "snakemake.log", "a" if started else "w") as log:
         subprocess.run(command, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
     return out, logged_seconds(out / "snakemake.log")
 
 
 def logged_seconds(log: Path) -> float:
-    """Snakemake's "Elapsed time: H:MM:SS" of every invocation in ``log``, summed."""
+    """Snakemake's "Elapsed time: [D days, ]H:MM:SS" of every invocation in ``log``, summed. An
+    invocation that found nothing to do prints none; one killed outright (SIGKILL) prints none
+    either, and its finished jobs are not counted."""
     total = 0.0
-    for match in re.finditer(r"^Elapsed time: (\d+):(\d+):([\d.]+)$", log.read_text(), flags=re.MULTILINE):
-        hours, minutes, seconds = match.groups()
-        total += 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+    pattern = r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):([\d.]+)$"
+    for match in re.finditer(pattern, log.read_text(), flags=re.MULTILINE):
+        days, hours, minutes, seconds = match.groups()
+        total += 86400 * int(days or 0) + 3600 * int(hours) + 60 * int(minutes) + float(seconds)
     return total
 
 
@@ -167,18 +174,23 @@ def main() -> None:
     args = parser.parse_args()
     if not (BASE / "folds" / "splits.json").is_file():
         sys.exit("bench_data_efficiency: run the benchmark first: snakemake --cores N --configfile configs/benchmark.yaml")
-    # A size run earlier keeps its row (and its measured run time) when only other sizes are run now.
+    # A size run earlier with the same seed keeps its row (and its measured run time) when only
+    # other sizes are run now.
+    sizes = sorted(set(args.sizes))
     table_file = OUT / "data_efficiency.csv"
-    earlier = pd.read_csv(table_file) if table_file.is_file() else pd.DataFrame(columns=["training_size"])
-    earlier = earlier[~earlier["training_size"].round(6).isin([round(size, 6) for size in args.sizes])]
+    frames = []
+    if table_file.is_file():
+        earlier = pd.read_csv(table_file)
+        if "seed" in earlier:
+            frames.append(earlier[(earlier["seed"] == args.seed) & ~earlier["training_size"].round(6).isin(sizes)])
     rows, figures = [], []
     donor = next((run for run in sorted(OUT.glob("train*")) if (run / "preprocess").is_dir()), None)
-    for size in sorted(args.sizes):
+    for size in sizes:
         results, seconds = run_size(size, args.cores, args.seed, donor)
         donor = results
-        rows.append(compare(results, size, seconds))
+        rows.append({**compare(results, size, seconds), "seed": args.seed})
         print(rows[-1]["sentence"], flush=True)
-    table = pd.concat([earlier, pd.DataFrame(rows)]).sort_values("training_size", ignore_index=True)
+    table = pd.concat([*frames, pd.DataFrame(rows)]).sort_values("training_size", ignore_index=True)
     rows = table.to_dict("records")
     OUT.mkdir(parents=True, exist_ok=True)
     io.write_csv(table_file, table)

@@ -225,9 +225,8 @@ def loop_figures(device, s: Settings, bare_rate: float, tmp: Path) -> list[Figur
             # the synthetic versions in t5.
             passes = max(1, round(s.epoch_slices / s.real_slices(train_set)))
             torch.manual_seed(0)
-            model = build_model(cfg).to(device)
+            model = build_model(cfg).to(device, memory_format=torch.channels_last)  # as train_classifier
             if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
                 torch.cuda.reset_peak_memory_stats()
             sampler = repeated_shuffle(len(train_set), passes, 0)
             loader = batches(train_set, cfg, device, sampler=sampler, drop_last=True)

@@ -68,9 +68,9 @@ def run_script(smk: Any, main: Callable[[Any], None]) -> None:
 
 
 def visible_gpus() -> int:
-    """GPUs a local run may use: those CUDA_VISIBLE_DEVICES names when it is set, else those
-    ``nvidia-smi -L`` lists; 0 without either (found without importing torch, which the
-    workflow's own process never needs)."""
+    """GPUs a local run may use: those CUDA_VISIBLE_DEVICES names when it is set, at most as many
+    as ``nvidia-smi -L`` lists; else those it lists; 0 without either (found without importing
+    torch, which the workflow's own process never needs)."""
     named = os.environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:
         # As CUDA reads it: the devices before the first invalid entry ("-1", empty), none after it.
@@ -79,11 +79,18 @@ def visible_gpus() -> int:
             if not device.strip() or device.strip().startswith("-"):
                 break
             count += 1
-        return count
+        # An ordinal beyond the installed devices is invalid too: never more than there are.
+        installed = _listed_gpus() if count else None
+        return count if installed is None else min(count, installed)
+    return _listed_gpus() or 0
+
+
+def _listed_gpus() -> int | None:
+    """The GPUs ``nvidia-smi -L`` lists; None where it cannot run."""
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
+        return None
     if listing.returncode != 0:
-        return 0
+        return None
     return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())

@@ -107,6 +107,7 @@ def test_a_resumed_runs_time_is_every_invocations_elapsed_time(tmp_path):
     log = tmp_path / "snakemake.log"
     log.write_text(
         "Building DAG of jobs...\n5 of 26 steps (19%) done\nElapsed time: 0:20:33.5\n"
-        "Building DAG of jobs...\nNothing to be done.\nElapsed time: 1:02:03\n"
+        "Building DAG of jobs...\nNothing to be done (all requested files are present and up to date).\n"
+        "Building DAG of jobs...\n26 of 26 steps (100%) done\nElapsed time: 1 day, 1:02:03\n"
     )
-    assert logged_seconds(log) == pytest.approx(20 * 60 + 33.5 + 3723)
+    assert logged_seconds(log) == pytest.approx(20 * 60 + 33.5 + 86400 + 3723)

@@ -30,8 +30,15 @@ def test_default_demo_end_to_end(workdir):
 
     summary = pd.read_csv(results / "statistics/summary.csv")
     assert list(summary["scenario"]) == ["t1", "t2", "t5", "fusion", "radiomics", "volume", "null_t2"]
-    # Only the paired tests are empty, and only where a row is its own reference (or a null control's Holm).
     assert summary.drop(columns=[c for c in summary if c.startswith("p_")]).notna().all().all()
+    # A p-value is empty only where a row is its own reference, and a null control stays out of Holm.
+    missing = {column: sorted(summary.loc[summary[column].isna(), "scenario"]) for column in summary if column.startswith("p_")}
+    for column in ("p_delong_vs_t1", "p_mcnemar_vs_t1", "p_wilcoxon_vs_t1"):
+        assert missing[column] == ["t1"], column
+    assert missing["p_delong_vs_t1_holm"] == ["null_t2", "t1"]
+    best = missing["p_delong_vs_best_image"]
+    assert len(best) == 1 and best[0] in ("t1", "t2", "t5")
+    assert missing["p_delong_vs_best_image_holm"] == sorted([*best, "null_t2"])
     # The synthetic versions carry their labels (pooled over the folds; 0.5 would mean they do not).
     qc = sorted(results.glob("fold_*/synthetic/qc/fidelity.json"))
     pooled = fidelity_table(qc, [path.with_name("fidelity_logits.csv") for path in qc]).set_index("fold").loc["pooled"]
