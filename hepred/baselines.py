@@ -1,5 +1,6 @@
 """Reference models reported beside the image scenarios, on the same folds: lesion volume, a
-radiomics model, and the fusion of the radiomics model with an image scenario.
+radiomics model, a model of the clinical NCCT markers (``hepred.markers``), and the fusion of
+these models with an image scenario.
 
 A reviewer's first questions about a deep model are whether it beats what needs no deep
 learning (lesion volume, radiomics) and whether it beats itself trained on noise (the null
@@ -28,12 +29,13 @@ from sklearn.preprocessing import PowerTransformer, StandardScaler
 
 from hepred import io
 from hepred.errors import HepredError
+from hepred.markers import MARKER_FEATURES
 from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES, RULE_COLUMNS
 from hepred.radiomics import VOLUME_FEATURE
 
 logger = logging.getLogger(__name__)
 
-BASELINE_MODELS = ("volume", "radiomics")
+BASELINE_MODELS = ("volume", "radiomics", "markers")
 FUSION = "fusion"
 # The penalties LogisticRegressionCV chooses from (inverse L2 strength), strongest first.
 PENALTY_GRID = np.logspace(-4, 2, 13)
@@ -47,7 +49,7 @@ PROBABILITY_EPSILON = 1e-9
 
 
 def read_feature_table(paths: list[Path]) -> pd.DataFrame:
-    """Every case's feature row, indexed by case_id."""
+    """Every case's feature row of one kind (radiomics or markers), indexed by case_id."""
     frames = []
     for path in paths:
         try:
@@ -63,12 +65,26 @@ def read_feature_table(paths: list[Path]) -> pd.DataFrame:
     return table
 
 
+def case_features(radiomics_files: list[Path], marker_files: list[Path] = ()) -> pd.DataFrame:
+    """Each case's radiomics row joined with its markers row (when marker files are given)."""
+    table = read_feature_table(radiomics_files)
+    if marker_files:
+        table = table.join(read_feature_table(marker_files), how="outer")
+    return table
+
+
 def model_features(table: pd.DataFrame, model: str) -> pd.DataFrame:
-    """The columns ``model`` is fitted on: log volume (mL) alone, or every radiomics feature."""
+    """The columns ``model`` is fitted on: log volume (mL) alone, every radiomics feature, or the
+    clinical markers."""
     if model == "volume":
         return pd.DataFrame({"log_volume_ml": np.log(table[VOLUME_FEATURE] / 1000.0)}, index=table.index)
     if model == "radiomics":
-        return table.astype(float)
+        return table.drop(columns=[column for column in MARKER_FEATURES if column in table]).astype(float)
+    if model == "markers":
+        absent = [column for column in MARKER_FEATURES if column not in table]
+        if absent:
+            raise HepredError(f"markers: no marker features ({absent[0]} missing); run the marker_features rule")
+        return table[list(MARKER_FEATURES)].astype(float)
     raise HepredError(f"unknown baseline model {model!r}; expected one of {', '.join(BASELINE_MODELS)}")
 
 
@@ -77,7 +93,7 @@ def model_features(table: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def build_estimator(model: str, inner_folds: int, seed: int):
-    """Volume: plain logistic regression. Radiomics: features made near-normal (Yeo-Johnson) and
+    """Volume: plain logistic regression. Radiomics and markers: features made near-normal (Yeo-Johnson) and
     standardised, then L2-penalised logistic regression whose penalty is chosen by stratified
     inner cross-validation on the patients it is fitted on. The inner score is the log loss,
     a proper scoring rule: AUC ignores the scale of the logits and so keeps the strongest
@@ -116,7 +132,7 @@ def fit_baseline(
     fitted_on = sorted(fitted_on)
     missing = [case for case in fitted_on if case not in features.index]
     if missing:
-        raise HepredError("no radiomics features for this case", case_id=missing[0])
+        raise HepredError(f"no {model} features for this case", case_id=missing[0])
     table = model_features(features, model).loc[fitted_on]
     bad = ~np.isfinite(table.to_numpy()).all(axis=1)
     if bad.any():
@@ -127,13 +143,13 @@ def fit_baseline(
     targets = np.array([labels[case] for case in fitted_on])
     positives = int(targets.sum())
     folds = min(inner_folds, positives, len(targets) - positives)
-    # Radiomics nests its penalty search inside the out-of-fold split: 3 of each class at least.
-    if len(set(targets)) < 2 or (model == "radiomics" and folds < 3):
+    # A penalised model nests its penalty search inside the out-of-fold split: 3 of each class at least.
+    if len(set(targets)) < 2 or (model != "volume" and folds < 3):
         raise HepredError(f"{model}: the fold's training patients need at least 3 of each class")
     values = table[columns].to_numpy()
     estimator = build_estimator(model, folds, seed).fit(values, targets)
     fitted = {"model": model, "estimator": estimator, "columns": columns, "fitted_on": fitted_on, "inner_folds": folds}
-    if model == "radiomics" and out_of_fold:
+    if model != "volume" and out_of_fold:
         fitted["out_of_fold_logits"] = out_of_fold_logits(values, targets, folds, seed)
     return fitted
 
@@ -195,10 +211,12 @@ def train_baseline(
     out_dir: Path,
     seed: int,
     log: logging.Logger = logger,
+    marker_files: list[Path] = (),
 ) -> pd.DataFrame:
     """Fit ``model`` on the fold's training + validation patients, score its test patients;
-    writes ``model.pkl`` and then ``predictions_patients.csv`` into ``out_dir``."""
-    features = read_feature_table(feature_files)
+    writes ``model.pkl`` and then ``predictions_patients.csv`` into ``out_dir``.
+    ``feature_files``: the cases' radiomics files; ``marker_files``: their markers files."""
+    features = case_features(feature_files, marker_files)
     fitted_on = list(fold["train"]) + list(fold["val"])
     try:
         fitted = fit_baseline(model, features, labels, fitted_on, int(settings["inner_folds"]), seed)
@@ -246,27 +264,25 @@ def _read_patients(path: Path) -> pd.DataFrame:
         raise HepredError(f"cannot read predictions: {str(error).splitlines()[0]}", path=path) from None
 
 
-def fusion_scale(image_val: np.ndarray, radiomics_reference: np.ndarray) -> dict[str, float]:
-    """What puts the image logit on the radiomics logit's scale: the mean and SD of the image
-    model's logits on the fold's validation patients (which it never trained on), and of the
-    radiomics model's out-of-fold logits of the patients it was fitted on (in-sample logits
-    spread wider than on new patients and would tilt the equal weights). No label is used."""
-    image_sd = float(np.std(image_val))
-    return {
-        "image_mean": float(np.mean(image_val)),
-        # An image model that scores every validation patient alike keeps its own scale.
-        "image_sd": image_sd if math.isfinite(image_sd) and image_sd > 0 else 1.0,
-        "radiomics_mean": float(np.mean(radiomics_reference)),
-        "radiomics_sd": float(np.std(radiomics_reference)),
-    }
+def reference_scale(logits: np.ndarray) -> dict[str, float]:
+    """Mean and SD of a model's logits on patients it was not fitted on: an image model's
+    validation patients, a patient-level model's out-of-fold logits (in-sample logits spread
+    wider than on new patients and would tilt the equal weights). No label is used."""
+    sd = float(np.std(logits))
+    # A model that scores every reference patient alike keeps its own scale.
+    return {"mean": float(np.mean(logits)), "sd": sd if math.isfinite(sd) and sd > 0 else 1.0}
 
 
-def fuse_logits(image: np.ndarray, radiomics: np.ndarray, scale: dict[str, float]) -> np.ndarray:
-    """The mean of the radiomics logit and the image logit brought to the radiomics logit's
-    scale (``fusion_scale``): the two models weigh equally, as fixed before any result was seen."""
-    z_image = (np.asarray(image, dtype=np.float64) - scale["image_mean"]) / scale["image_sd"]
-    on_radiomics_scale = scale["radiomics_mean"] + scale["radiomics_sd"] * z_image
-    return 0.5 * (np.asarray(radiomics, dtype=np.float64) + on_radiomics_scale)
+def fuse_logits(logits: dict[str, np.ndarray], scales: dict[str, dict[str, float]], anchor: str) -> np.ndarray:
+    """The mean of the models' logits, each first brought to the ``anchor`` model's scale
+    (``reference_scale``; the anchor's own logits are unchanged): the models weigh equally,
+    as fixed before any result was seen."""
+    target = scales[anchor]
+    on_anchor_scale = [
+        target["mean"] + target["sd"] * (np.asarray(values, dtype=np.float64) - scales[name]["mean"]) / scales[name]["sd"]
+        for name, values in logits.items()
+    ]
+    return np.mean(on_anchor_scale, axis=0)
 
 
 def train_fusion(
@@ -274,42 +290,52 @@ def train_fusion(
     fold: dict,
     labels: dict[str, int],
     feature_files: list[Path],
-    radiomics_model: Path,
+    baseline_models: list[Path],
     image_test: Path,
     image_validation: Path,
     out_dir: Path,
     log: logging.Logger = logger,
+    marker_files: list[Path] = (),
 ) -> pd.DataFrame:
-    """Fuse fold ``fold_index``'s radiomics model with its image model, per patient rule."""
-    features = read_feature_table(feature_files)
-    fitted = load_baseline(radiomics_model)
+    """Fuse fold ``fold_index``'s patient-level models (``baseline_models``: their model.pkl, the
+    first one's logit scale is the fusion's) with its image model, per patient rule."""
+    features = case_features(feature_files, marker_files)
+    fitted = {}
+    for path in baseline_models:
+        model = load_baseline(path)
+        if "out_of_fold_logits" not in model:
+            raise HepredError(f"{model['model']} has no out-of-fold logits to fuse on", path=path)
+        fitted[model["model"]] = model
+    anchor = next(iter(fitted))
     test = sorted(fold["test"])
     image_test_rows, image_val_rows = _read_patients(image_test), _read_patients(image_validation)
     absent = sorted(set(test) - set(image_test_rows.index))
     if absent:
         raise HepredError("test patient missing from the image model's predictions", case_id=absent[0], path=image_test)
-    radiomics_reference = fitted["out_of_fold_logits"]
-    radiomics_test = baseline_logits(fitted, features, test)
-    scales = {column: fusion_scale(_logits(image_val_rows[column]), radiomics_reference) for column in PATIENT_RULES}
-    by_rule = {
-        column: expit(fuse_logits(_logits(image_test_rows.loc[test, column]), radiomics_test, scales[column]))
-        for column in PATIENT_RULES
-    }
+    image = image_test.parent.name
+    baseline_test = {name: baseline_logits(model, features, test) for name, model in fitted.items()}
+    baseline_scales = {name: reference_scale(model["out_of_fold_logits"]) for name, model in fitted.items()}
+    scales, by_rule = {}, {}
+    for column in PATIENT_RULES:
+        scales[column] = {**baseline_scales, image: reference_scale(_logits(image_val_rows[column]))}
+        logits = {**baseline_test, image: _logits(image_test_rows.loc[test, column])}
+        by_rule[column] = expit(fuse_logits(logits, scales[column], anchor))
     log.info(
-        "fold %d fusion: radiomics (%d features) with %s on its %d validation patients' scale; %d test patients",
+        "fold %d fusion: %s with %s (on its %d validation patients' scale), on %s's scale; %d test patients",
         fold_index,
-        len(fitted["columns"]),
-        image_test.parent.name,
+        " and ".join(f"{name} ({len(model['columns'])} features)" for name, model in fitted.items()),
+        image,
         len(image_val_rows),
+        anchor,
         len(test),
     )
     predictions = patient_predictions(
         test, by_rule[RULE_COLUMNS["mean"]], labels, fold_index, FUSION, image_test_rows["n_slices"], by_rule
     )
-    # What predict needs to fuse this fold's two models for a new patient.
+    # What predict needs to fuse this fold's models for a new patient.
     io.write_json(
         Path(out_dir) / "fusion.json",
-        {"fold": fold_index, "image_scenario": image_test.parent.name, "scale": scales},
+        {"fold": fold_index, "image_scenario": image, "models": list(fitted), "anchor": anchor, "scale": scales},
     )
     io.write_csv(Path(out_dir) / "predictions_patients.csv", predictions)
     return predictions
@@ -344,20 +370,22 @@ def baseline_probabilities(models_dir: Path, model: str, features: pd.DataFrame)
 def fusion_probabilities(
     models_dir: Path, features: pd.DataFrame, image_by_fold: dict[int, pd.Series], rule_column: str
 ) -> list[pd.Series]:
-    """Per fold, the fusion of its radiomics model with its image model's ``rule_column``
+    """Per fold, the fusion of its patient-level models with its image model's ``rule_column``
     probabilities (``image_by_fold``: fold -> per-case probability), as the run fused its test patients."""
     columns = []
     for folder in fold_directories(models_dir, FUSION, "fusion.json"):
         stored = io.read_json(folder / "fusion.json")
+        if "models" not in stored:
+            raise HepredError("fusion.json predates fusing several models: rerun the fusion rule", path=folder / "fusion.json")
         fold = int(stored["fold"])
         if fold not in image_by_fold:
             raise HepredError(f"no {stored['image_scenario']} model of fold {fold} to fuse with", path=folder)
-        fitted = load_baseline(folder.parent / "radiomics" / "model.pkl")
         cases = list(features.index)
-        fused = fuse_logits(
-            _logits(image_by_fold[fold].loc[cases].to_numpy()),
-            baseline_logits(fitted, features, cases),
-            stored["scale"][rule_column],
-        )
+        logits = {
+            name: baseline_logits(load_baseline(folder.parent / name / "model.pkl"), features, cases)
+            for name in stored["models"]
+        }
+        logits[stored["image_scenario"]] = _logits(image_by_fold[fold].loc[cases].to_numpy())
+        fused = fuse_logits(logits, stored["scale"][rule_column], stored["anchor"])
         columns.append(pd.Series(expit(fused), index=cases, name=str(folder)))
     return columns

@@ -131,10 +131,11 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
             f"({', '.join(filled['classifier']['scenarios'])})",
             path=source,
         )
-    if baselines["fusion"] and "radiomics" not in baselines["models"]:
+    unlisted = [model for model in baselines["fusion_models"] if model not in baselines["models"]]
+    if baselines["fusion"] and unlisted:
         raise HepredError(
-            f"config baselines.fusion: {baselines['fusion']!r} fuses with the radiomics model, "
-            "which baselines.models does not list (add radiomics, or set fusion: \"\")",
+            f"config baselines.fusion: {baselines['fusion']!r} fuses with the {unlisted[0]} model, "
+            f"which baselines.models does not list (add {unlisted[0]}, or set fusion: \"\")",
             path=source,
         )
     return filled

@@ -10,8 +10,11 @@ thresholds of its published definition, so that a model can weigh them:
   (blend sign, Li et al. 2015) or 28 HU (black hole sign, Li et al. 2016) below its density;
 - blend sign: a hypodense and a hyperdense part, seen as a wide density range;
 - heterogeneous density (Barras scale): the spread of density within the hematoma;
+- swirl sign (Selariu et al. 2012): regions inside the hematoma iso- or hypodense to the
+  brain parenchyma around it, measured as a volume;
 - irregular shape and island sign (Barras scale, Li et al. 2017): the outline's departure
-  from its convex hull, and hematomas separate from the main one.
+  from its convex hull and from the ellipsoid of the same moments, and hematomas separate
+  from the main one.
 
 Radiomics (``hepred.radiomics``) describes the same voxels with hundreds of generic
 features; these few carry the clinical definitions and are fitted on 160 patients without
@@ -45,6 +48,13 @@ RIM_MM = 2.0
 # A separate hematoma (island sign) or a hypodense region counts from this volume on, so
 # that single-pixel mask fragments and noise do not.
 MIN_REGION_MM3 = 5.0
+# The brain parenchyma the swirl sign compares against: pixels this far (mm, in-plane) outside
+# the lesion whose density is that of grey or white matter, not CSF, bone or blood.
+BRAIN_RING_MM = (3.0, 8.0)
+PARENCHYMA_HU = (15.0, 50.0)
+# Hematoma pixels at most this many HU above the surrounding parenchyma count as isodense: the
+# smoothed density of parenchyma next to a fresh clot (above 50 HU) is rarely within 15 HU.
+ISODENSE_MARGIN_HU = 15.0
 
 MARKER_FEATURES = (
     "log_volume_ml",
@@ -57,21 +67,29 @@ MARKER_FEATURES = (
     "hypodense_regions",
     "solidity",
     "separate_hematomas",
+    "isodense_ml",
+    "isodense_fraction",
+    "radial_cv",
+    "texture_sd_hu",
 )
 
 
-def marker_features(ct_path: Path, lesion_path: Path, case_id: str) -> pd.DataFrame:
-    """The markers of one case's baseline CT (HU) inside its lesion mask, on the CT's own grid, as one row."""
-    ct = _read(ct_path, case_id)
-    lesion = _read(lesion_path, case_id)
-    hu = sitk.GetArrayFromImage(ct)
-    mask = sitk.GetArrayFromImage(lesion)
-    if hu.shape != mask.shape:
-        raise HepredError(f"lesion mask grid {mask.shape} differs from the CT's {hu.shape}", case_id=case_id, path=lesion_path)
+def marker_features(ct_path: Path, lesion_path: Path, case_id: str, user_files: dict | None = None) -> pd.DataFrame:
+    """The markers of one case's baseline CT (HU) inside its lesion mask, on the CT's own grid, as
+    one row. ``user_files`` maps the ingested copies to the user's files, which errors name instead."""
     try:
-        return array_markers(hu, mask, ct.GetSpacing(), case_id)
+        ct = _read(ct_path, case_id)
+        lesion = _read(lesion_path, case_id)
+        hu = sitk.GetArrayFromImage(ct)
+        mask = sitk.GetArrayFromImage(lesion)
+        if hu.shape != mask.shape:
+            raise HepredError(f"lesion mask grid {mask.shape} differs from the CT's {hu.shape}", case_id=case_id, path=lesion_path)
+        try:
+            return array_markers(hu, mask, ct.GetSpacing(), case_id)
+        except HepredError as error:
+            raise error.with_context(path=lesion_path) from None
     except HepredError as error:
-        raise error.with_context(path=lesion_path) from None
+        raise error.naming_user_files(user_files) from None
 
 
 def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str) -> pd.DataFrame:
@@ -82,7 +100,7 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         raise HepredError("lesion mask is empty: no markers", case_id=case_id)
     spacing_zyx = np.array(list(spacing_xyz)[::-1], dtype=float)
     # Everything below is local to the lesion: work in its bounding box, with room for the smoothing.
-    margin = int(np.ceil(3 * SMOOTHING_MM / spacing_zyx[1:].min())) + 1
+    margin = int(np.ceil((3 * SMOOTHING_MM + BRAIN_RING_MM[1]) / spacing_zyx[1:].min())) + 1
     box = tuple(
         slice(max(int(where.min()) - pad, 0), int(where.max()) + pad + 1)
         for where, pad in zip(np.nonzero(mask), (0, margin, margin))
@@ -109,6 +127,8 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
     hypodense = core & (below_surrounding >= HYPODENSE_HU)
     black_hole = core & (below_surrounding >= BLACK_HOLE_HU)
     low_part, high_part = _two_parts(density)
+    parenchyma = _parenchyma_hu(smooth, mask, spacing_zyx)
+    isodense = core & (smooth <= parenchyma + ISODENSE_MARGIN_HU)
 
     row = {
         "log_volume_ml": float(np.log(mask.sum() * voxel_mm3 / 1000.0)),
@@ -121,6 +141,11 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         "hypodense_regions": _regions(hypodense, voxel_mm3),
         "solidity": _solidity(mask, spacing_zyx),
         "separate_hematomas": max(_regions(mask, voxel_mm3) - 1, 0),
+        # Without brain around it (a crop of the lesion alone) the swirl sign is undefined.
+        "isodense_ml": float(isodense.sum() * voxel_mm3 / 1000.0) if np.isfinite(parenchyma) else float("nan"),
+        "isodense_fraction": float(isodense.sum() / core.sum()) if np.isfinite(parenchyma) else float("nan"),
+        "radial_cv": _radial_cv(mask, spacing_zyx),
+        "texture_sd_hu": _robust_sd(smooth[core & ~isodense & ~hypodense]),
     }
     return pd.DataFrame([{"case_id": case_id, **row}])
 
@@ -144,6 +169,44 @@ def _two_parts(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     between = (low_sum / counts - (total - low_sum) / (values.size - counts)) ** 2 * counts * (values.size - counts)
     split = int(np.argmax(between)) + 1
     return values[:split], values[split:]
+
+
+def _parenchyma_hu(smooth: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
+    """Median density of the brain parenchyma in a ring around the lesion (BRAIN_RING_MM,
+    in-plane on each slice); NaN where none is in the image (a crop of the lesion alone)."""
+    ring = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        distance = ndimage.distance_transform_edt(~mask[k], sampling=spacing_zyx[1:])
+        ring[k] = (distance >= BRAIN_RING_MM[0]) & (distance <= BRAIN_RING_MM[1])
+    values = smooth[ring]
+    values = values[(values >= PARENCHYMA_HU[0]) & (values <= PARENCHYMA_HU[1])]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _robust_sd(values: np.ndarray) -> float:
+    """Standard deviation from the median absolute deviation: blind to a few outlying pixels."""
+    if values.size < 2:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _radial_cv(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
+    """Per axial slice, the coefficient of variation of the outline's distance from the centre
+    after the slice's lesion is whitened by its second moments (0 for any ellipse, larger for a
+    lobulated outline or separate parts), averaged with the slices' areas as weights. In-plane,
+    because slices five or more millimetres thick cut an ellipsoid's caps into flat steps."""
+    values, weights = [], []
+    for section in mask:
+        points = np.argwhere(section) * spacing_zyx[1:]
+        if len(points) < 3:
+            continue
+        outline = np.argwhere(section & ~ndimage.binary_erosion(section)) * spacing_zyx[1:]
+        covariance = np.cov(points.T) + np.diag(spacing_zyx[1:] ** 2 / 12.0)  # a pixel's own extent
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        radius = np.linalg.norm((outline - points.mean(axis=0)) @ eigenvectors / np.sqrt(eigenvalues), axis=1)
+        values.append(radius.std() / radius.mean())
+        weights.append(len(points))
+    return float(np.average(values, weights=weights)) if values else 0.0
 
 
 def _regions(mask: np.ndarray, voxel_mm3: float) -> int:

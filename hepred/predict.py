@@ -38,6 +38,7 @@ from hepred.classifier.settings import SPEED_KEYS, classifier_settings, image_sc
 from hepred.errors import HepredError
 from hepred.ingest import ingest_case
 from hepred.preprocess import preprocess_case
+from hepred.markers import marker_features
 from hepred.radiomics import radiomics_features
 from hepred.patient_rules import RULE_COLUMNS
 from hepred.saliency import explain_cases
@@ -236,14 +237,13 @@ def predict(
                         user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
                     )
                 if radiomics_settings is not None:
+                    user_files = {ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion}
                     features = radiomics_features(
-                        ingest_dir / "ct.nii.gz",
-                        ingest_dir / "lesion.nii.gz",
-                        case.case_id,
-                        radiomics_settings,
-                        user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
+                        ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", case.case_id, radiomics_settings, user_files
                     )
-                    feature_rows.append(features.set_index("case_id"))
+                    # Every patient-level model reads its own columns of this one row.
+                    markers = marker_features(ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", case.case_id, user_files)
+                    feature_rows.append(features.set_index("case_id").join(markers.set_index("case_id")))
             except HepredError as error:
                 logger.error("%s", error)
                 errors[case.case_id] = str(error)

@@ -223,8 +223,8 @@ def build_report(
         f"<h2 id='run'>What was run</h2>{_facts(config, labels, metrics, io.read_json(trained_with)['environment'])}",
         "<h2 id='results'>Results</h2>",
         results_table(summary),
-        "<p class='note'>kind: image (the paper's scenarios), fusion (radiomics with an image model), baseline "
-        "(lesion volume, radiomics), null_control (the image recipe trained on permuted labels, scored against "
+        "<p class='note'>kind: image (the paper's scenarios), fusion (the patient-level models with an image model), baseline "
+        "(lesion volume, radiomics, clinical NCCT markers), null_control (the image recipe trained on permuted labels, scored against "
         "the true ones). Holm: adjusted within each family of comparisons; null controls are not in the families.</p>",
         f"<details open><summary>summary.md (the same results in words, with the methods paragraph)</summary>"
         f"<pre style='white-space:pre-wrap;font-size:12px'>{html.escape(Path(summary_md).read_text())}</pre></details>",

@@ -39,7 +39,7 @@ CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
 KINDS = ("image", "fusion", "baseline", "null_control")  # also the order of the rows
 # Fold-AUC differences are compared to this many decimals (ties must stay ties).
 WILCOXON_DECIMALS = 12
-BASELINE_NAMES = ("volume", "radiomics")
+BASELINE_NAMES = ("volume", "radiomics", "markers")
 REQUIRED_COLUMNS = ("case_id", "fold", "scenario", "label")
 
 

@@ -1,5 +1,6 @@
 # Reference models beside the image scenarios, on the same folds: lesion volume, radiomics,
-# and the fusion of radiomics with an image scenario (the null control is a train_classifier job).
+# the clinical NCCT markers, and their fusion with an image scenario (the null
+# control is a train_classifier job).
 
 
 rule radiomics_features:
@@ -31,11 +32,30 @@ rule radiomics_features:
         "../workflow_scripts/radiomics_features.py"
 
 
+rule marker_features:
+    input:
+        ct=f"{RESULTS}/ingest/{{case}}/ct.nii.gz",
+        lesion=f"{RESULTS}/ingest/{{case}}/lesion.nii.gz",
+        sheet=ancient(SHEET),
+    output:
+        f"{RESULTS}/markers/{{case}}/features.csv",
+    log:
+        f"{RESULTS}/logs/markers/{{case}}.log",
+    conda:
+        "../envs/hepred.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/marker_features.py"
+
+
 rule train_baseline:
     input:
         splits=f"{RESULTS}/folds/splits.json",
         labels=f"{RESULTS}/labels.csv",
         features=expand(f"{RESULTS}/radiomics/{{case}}/features.csv", case=CASES),
+        markers=expand(f"{RESULTS}/markers/{{case}}/features.csv", case=CASES),
     output:
         model=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/model.pkl",
         patients=f"{RESULTS}/fold_{{fold}}/classifier/{{scenario}}/predictions_patients.csv",
@@ -44,7 +64,7 @@ rule train_baseline:
     wildcard_constraints:
         # Every baseline the schema knows, not the configured ones: with none configured an
         # empty pattern would let this rule claim every scenario.
-        scenario="volume|radiomics",
+        scenario="volume|radiomics|markers",
     conda:
         "../envs/hepred.yaml"
     resources:
@@ -62,7 +82,12 @@ rule fusion:
         splits=f"{RESULTS}/folds/splits.json",
         labels=f"{RESULTS}/labels.csv",
         features=expand(f"{RESULTS}/radiomics/{{case}}/features.csv", case=CASES),
-        radiomics_model=f"{RESULTS}/fold_{{fold}}/classifier/radiomics/model.pkl",
+        markers=expand(f"{RESULTS}/markers/{{case}}/features.csv", case=CASES),
+        # In the configured order: the first model's logit scale is the fusion's.
+        baseline_models=[
+            f"{RESULTS}/fold_{{fold}}/classifier/{model}/model.pkl"
+            for model in config["baselines"]["fusion_models"]
+        ],
         image_test=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_patients.csv",
         image_validation=f"{RESULTS}/fold_{{fold}}/classifier/{FUSION_IMAGE}/predictions_validation.csv",
     output:

@@ -99,7 +99,7 @@ SCENARIOS = (
 wildcard_constraints:
     case=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold=r"\d+",
-    scenario=r"(null_)?t\d+|volume|radiomics|fusion",
+    scenario=r"(null_)?t\d+|volume|radiomics|markers|fusion",
 
 
 def case_inputs(wildcards):

@@ -1,4 +1,4 @@
-"""Fold k's fusion of the radiomics model with the configured image scenario."""
+"""Fold k's fusion of the configured patient-level models with the configured image scenario."""
 from pathlib import Path
 
 from hepred.baselines import train_fusion
@@ -14,10 +14,11 @@ def main(smk):
         fold=read_json(smk.input.splits)["folds"][fold_index],
         labels=read_labels(smk.input.labels),
         feature_files=[Path(p) for p in smk.input.features],
-        radiomics_model=Path(smk.input.radiomics_model),
+        baseline_models=[Path(p) for p in smk.input.baseline_models],
         image_test=Path(smk.input.image_test),
         image_validation=Path(smk.input.image_validation),
         out_dir=Path(smk.output[0]).parent,
+        marker_files=[Path(p) for p in smk.input.markers],
     )
 
 

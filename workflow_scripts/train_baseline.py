@@ -1,4 +1,4 @@
-"""Fit fold k's volume or radiomics model on its training patients; score its test patients."""
+"""Fit fold k's volume, radiomics or markers model on its training patients; score its test patients."""
 from pathlib import Path
 
 from hepred.baselines import train_baseline
@@ -15,6 +15,7 @@ def main(smk):
         fold=read_json(smk.input.splits)["folds"][fold_index],
         labels=read_labels(smk.input.labels),
         feature_files=[Path(p) for p in smk.input.features],
+        marker_files=[Path(p) for p in smk.input.markers],
         settings=smk.params.settings,
         out_dir=Path(smk.output.patients).parent,
         seed=smk.params.seed + fold_index,

@@ -16,14 +16,16 @@ from hepred.baselines import (
     PENALTY_GRID,
     baseline_logits,
     fit_baseline,
+    case_features,
     fuse_logits,
-    fusion_scale,
+    reference_scale,
     load_baseline,
     train_baseline,
     train_fusion,
 )
 from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.errors import HepredError
+from hepred.markers import MARKER_FEATURES
 from hepred.radiomics import VOLUME_FEATURE, radiomics_features
 
 SETTINGS = {"bin_width": 5.0, "force_2d": True, "inner_folds": 3}
@@ -165,23 +167,54 @@ def test_baseline_predictions_read_the_same_under_every_patient_rule(tmp_path):
     assert load_baseline(out / "model.pkl")["fitted_on"] == sorted(fold["train"] + fold["val"])
 
 
-def test_fusion_averages_radiomics_with_the_image_logit_on_the_radiomics_scale():
+def test_fusion_averages_the_models_on_the_first_ones_scale():
     image_val = np.array([-10.0, 0.0, 10.0, 20.0])  # mean 5, SD sqrt(125)
     radiomics_reference = np.array([-2.0, 0.0, 2.0])  # mean 0, SD sqrt(8/3)
+    scales = {"t2": reference_scale(image_val), "radiomics": reference_scale(radiomics_reference)}
     image_test = np.array([5.0, 5.0 + np.sqrt(125.0)])  # z = 0 and z = 1
-    fused = fuse_logits(image_test, np.array([1.0, 1.0]), fusion_scale(image_val, radiomics_reference))
+    fused = fuse_logits({"radiomics": np.array([1.0, 1.0]), "t2": image_test}, scales, anchor="radiomics")
     assert fused == pytest.approx([0.5, 0.5 * (1 + np.sqrt(8 / 3))])
-    # An image model whose validation scores are all equal still fuses (its scale is 1).
-    assert fusion_scale(np.zeros(4), radiomics_reference)["image_sd"] == 1.0
+    # A third model weighs a third; the anchor's logits are taken as they are.
+    scales["markers"] = reference_scale(np.array([10.0, 12.0, 14.0]))  # mean 12
+    three = fuse_logits({"radiomics": np.array([1.0]), "markers": np.array([12.0]), "t2": np.array([5.0])}, scales, "radiomics")
+    assert three == pytest.approx([1.0 / 3])
+    # A model whose reference scores are all equal still fuses (its scale is 1).
+    assert reference_scale(np.zeros(4))["sd"] == 1.0
+
+
+def marker_table(table: pd.DataFrame, labels: dict[str, int], seed: int = 2) -> pd.DataFrame:
+    """Made-up markers: the isodense volume follows the label, the others are noise."""
+    rng = np.random.default_rng(seed)
+    markers = pd.DataFrame(rng.normal(0, 1, (len(table), len(MARKER_FEATURES))), index=table.index, columns=list(MARKER_FEATURES))
+    markers["isodense_ml"] += 1.5 * np.array([labels[case] for case in table.index])
+    return markers
+
+
+def test_the_markers_model_reads_the_marker_columns_only_and_radiomics_never_reads_them(tmp_path):
+    table, labels = feature_table(n=120)
+    markers = marker_table(table, labels)
+    joined = case_features(write_feature_files(tmp_path / "r", table), write_feature_files(tmp_path / "m", markers))
+    cases = list(table.index)
+    fitted = fit_baseline("markers", joined, labels, cases[:90], inner_folds=3, seed=0)
+    radiomics = fit_baseline("radiomics", joined, labels, cases[:90], inner_folds=3, seed=0)
+    assert fitted["columns"] == list(MARKER_FEATURES)
+    assert not set(radiomics["columns"]) & set(MARKER_FEATURES)
+    assert roc_auc_score([labels[c] for c in cases[90:]], baseline_logits(fitted, joined, cases[90:])) > 0.7
+    with pytest.raises(HepredError, match="markers: no marker features"):
+        fit_baseline("markers", table, labels, cases[:90], inner_folds=3, seed=0)
 
 
 def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
     table, labels = feature_table()
+    markers = marker_table(table, labels)
     cases = list(table.index)
     fold = {"train": cases[:36], "val": cases[36:48], "test": cases[48:]}
     features = write_feature_files(tmp_path / "features", table)
-    radiomics_dir = tmp_path / "radiomics"
-    train_baseline("radiomics", 0, fold, labels, features, SETTINGS, radiomics_dir, 0)
+    marker_files = write_feature_files(tmp_path / "markers", markers)
+    joined = case_features(features, marker_files)
+    for model in ("radiomics", "markers"):
+        train_baseline(model, 0, fold, labels, features, SETTINGS, tmp_path / model, 0, marker_files=marker_files)
+    models = [tmp_path / "radiomics" / "model.pkl", tmp_path / "markers" / "model.pkl"]
     rng = np.random.default_rng(1)
     image_dir = tmp_path / "t2"
     image_dir.mkdir()
@@ -193,26 +226,28 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
         frame[PATIENT_COLUMNS].to_csv(image_dir / name, index=False)
     out = tmp_path / "fusion"
     fused = train_fusion(
-        0, fold, labels, features, radiomics_dir / "model.pkl",
-        image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", out,
+        0, fold, labels, features, models,
+        image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", out, marker_files=marker_files,
     )
     written = pd.read_csv(out / "predictions_patients.csv")
     assert list(written.columns) == PATIENT_COLUMNS and (written["scenario"] == "fusion").all()
     image = pd.read_csv(image_dir / "predictions_patients.csv").set_index("case_id")
     validation = pd.read_csv(image_dir / "predictions_validation.csv")
-    model = load_baseline(radiomics_dir / "model.pkl")
-    radiomics_test = baseline_logits(model, table, sorted(fold["test"]))
+    fitted = {model: load_baseline(tmp_path / model / "model.pkl") for model in ("radiomics", "markers")}
+    test_logits = {model: baseline_logits(fitted[model], joined, sorted(fold["test"])) for model in fitted}
     stored = json.loads((out / "fusion.json").read_text())
+    assert stored["models"] == ["radiomics", "markers"] and stored["anchor"] == "radiomics"
     for column in PATIENT_RULES:
         scale = stored["scale"][column]
-        # The image model's scale is that of its validation patients, the radiomics model's
+        # The image model's scale is that of its validation patients, a patient-level model's
         # that of its out-of-fold logits: never a test patient's.
         image_val = logit(validation[column].to_numpy())
-        assert (scale["image_mean"], scale["image_sd"]) == pytest.approx((image_val.mean(), image_val.std()))
-        oof = model["out_of_fold_logits"]
-        assert (scale["radiomics_mean"], scale["radiomics_sd"]) == pytest.approx((oof.mean(), oof.std()))
-        expected = expit(fuse_logits(logit(image.loc[sorted(fold["test"]), column].to_numpy()), radiomics_test, scale))
-        assert fused[column].to_numpy() == pytest.approx(expected)
+        assert (scale["t2"]["mean"], scale["t2"]["sd"]) == pytest.approx((image_val.mean(), image_val.std()))
+        for model in fitted:
+            oof = fitted[model]["out_of_fold_logits"]
+            assert (scale[model]["mean"], scale[model]["sd"]) == pytest.approx((oof.mean(), oof.std()))
+        logits = {**test_logits, "t2": logit(image.loc[sorted(fold["test"]), column].to_numpy())}
+        assert fused[column].to_numpy() == pytest.approx(expit(fuse_logits(logits, scale, "radiomics")))
     assert written["n_slices"].tolist() == [3] * len(fold["test"])
 
     # Other test scores and test labels change the fused test scores, never the scale.
@@ -220,8 +255,9 @@ def test_fusion_writes_every_rule_from_the_image_model_of_that_rule(tmp_path):
     image.reset_index().to_csv(image_dir / "predictions_patients.csv", index=False)
     relabelled = {**labels, **{case: 1 - labels[case] for case in fold["test"]}}
     train_fusion(
-        0, fold, relabelled, features, radiomics_dir / "model.pkl",
+        0, fold, relabelled, features, models,
         image_dir / "predictions_patients.csv", image_dir / "predictions_validation.csv", tmp_path / "again",
+        marker_files=marker_files,
     )
     assert json.loads((tmp_path / "again" / "fusion.json").read_text())["scale"] == stored["scale"]
 

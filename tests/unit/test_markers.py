@@ -1,0 +1,74 @@
+"""The clinical NCCT markers (hepred.markers) on lesions whose markers are known by construction."""
+import numpy as np
+import pytest
+
+from hepred.markers import array_markers
+
+SPACING = [0.5, 0.5, 5.0]  # x, y, z mm: thin pixels, thick slices, as in a clinical head CT
+BRAIN_HU, CLOT_HU = 35.0, 65.0
+
+
+def _scene(inside_hu, shape_mask, noise_sd=2.0, seed=0):
+    """Three identical slices: brain parenchyma around a hematoma painted with ``inside_hu``."""
+    rng = np.random.default_rng(seed)
+    hu = np.where(shape_mask, inside_hu, BRAIN_HU) + rng.normal(0, noise_sd, shape_mask.shape)
+    return hu[None].repeat(3, 0), shape_mask[None].repeat(3, 0).astype(np.uint8)
+
+
+yy, xx = np.mgrid[:128, :128]
+DISC = (yy - 64) ** 2 + (xx - 64) ** 2 < 30**2
+
+
+def test_isodense_volume_counts_islands_as_dense_as_brain_and_not_merely_less_dense_parts():
+    plain = array_markers(*_scene(CLOT_HU, DISC), SPACING, "plain").iloc[0]
+    islands = np.full(DISC.shape, CLOT_HU)
+    island_mask = np.zeros(DISC.shape, bool)
+    for cy, cx in ((54, 54), (72, 70)):
+        island_mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < 6**2
+    iso = array_markers(*_scene(np.where(island_mask, BRAIN_HU, islands), DISC), SPACING, "iso").iloc[0]
+    # 20 HU above the brain: less dense than the clot, but not iso- or hypodense to brain.
+    faint = array_markers(*_scene(np.where(island_mask, BRAIN_HU + 20, islands), DISC), SPACING, "faint").iloc[0]
+    island_ml = island_mask.sum() * 3 * 0.5 * 0.5 * 5.0 / 1000
+    assert plain["isodense_ml"] == 0
+    # The 1-mm smoothing blurs each island's edge: most, not all, of its pixels count.
+    assert 0.6 * island_ml < iso["isodense_ml"] <= island_ml
+    assert iso["isodense_fraction"] > 0.05
+    assert faint["isodense_ml"] < 0.1 * island_ml
+
+
+def test_isodense_volume_is_undefined_without_brain_around_the_lesion():
+    hu, lesion = _scene(CLOT_HU, np.ones((40, 40), bool))
+    assert np.isnan(array_markers(hu, lesion, SPACING, "crop").iloc[0]["isodense_ml"])
+
+
+def test_radial_cv_tells_a_lobulated_outline_from_any_ellipse():
+    ellipse = ((yy - 64) / 20.0) ** 2 + ((xx - 64) / 50.0) ** 2 < 1
+    lobed = DISC | ((yy - 64) ** 2 + (xx - 101) ** 2 < 10**2) | ((yy - 101) ** 2 + (xx - 64) ** 2 < 10**2)
+    cv = {name: array_markers(*_scene(CLOT_HU, mask), SPACING, name).iloc[0]["radial_cv"]
+          for name, mask in (("disc", DISC), ("ellipse", ellipse), ("lobed", lobed))}
+    assert cv["disc"] < 0.1 and cv["ellipse"] < 0.1
+    assert cv["lobed"] > cv["ellipse"] + 0.05
+
+
+@pytest.mark.parametrize("amplitude", [3.0, 10.0])
+def test_texture_sd_follows_a_smooth_density_texture_and_not_the_pixel_noise(amplitude):
+    texture = CLOT_HU + amplitude * np.sqrt(2) * np.sin(2 * np.pi * xx * 0.5 / 10.0)  # 10 mm wavelength
+    sd = array_markers(*_scene(texture, DISC, noise_sd=6.0), SPACING, "texture").iloc[0]["texture_sd_hu"]
+    assert sd == pytest.approx(amplitude, rel=0.3)
+
+
+def test_an_empty_lesion_is_one_line_naming_the_case_and_the_users_file(tmp_path):
+    import SimpleITK as sitk
+
+    from hepred.errors import HepredError
+    from hepred.markers import marker_features
+
+    paths = {}
+    for name, array in (("ct", np.full((3, 16, 16), 40, np.int16)), ("lesion", np.zeros((3, 16, 16), np.uint8))):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(SPACING)
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        sitk.WriteImage(image, str(paths[name]))
+    user_files = {paths["ct"]: "/data/ich007/ct", paths["lesion"]: "/data/ich007/mask.nii.gz"}
+    with pytest.raises(HepredError, match=r"^case ich007: /data/ich007/mask.nii.gz: lesion mask is empty"):
+        marker_features(paths["ct"], paths["lesion"], "ich007", user_files)
