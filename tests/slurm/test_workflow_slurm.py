@@ -41,7 +41,7 @@ CHEAP_TARGETS = [f"{RESULTS}/folds/splits.json"] + [
 ]
 WORKFLOW_RULES = {
     "simulate_demo", "ingest", "preprocess", "labels", "folds", "skull_strip_dice",
-    "train_generator", "synthesize", "synthesis_fidelity", "train_classifier", "radiomics_features",
+    "train_generator", "synthesize", "synthesis_fidelity", "train_classifier", "radiomics_features", "marker_features",
     "train_baseline", "fusion", "statistics", "saliency", "html_report",
 }  # fmt: skip
 GPU_RULES = {"train_generator", "synthesize", "train_classifier"}
@@ -192,8 +192,8 @@ def test_slurm_run_gives_the_results_of_a_local_run(slurm_cluster, cheap_stages,
         str(p.relative_to(expected)) for p in expected.glob("fold_*/classifier/*/predictions_*.csv")
     )
     # Per fold: 4 image scenarios and the null control (slices, patients, validation tables),
-    # volume, radiomics and fusion (patients).
-    assert len(tables) == 1 + TINY["folds"]["k"] * (5 * 3 + 3)
+    # volume, radiomics, markers and fusion (patients).
+    assert len(tables) == 1 + TINY["folds"]["k"] * (5 * 3 + 4)
     assert_same_tables(expected, on_slurm / RESULTS, tables)
     # Every rule ran as a SLURM job; the profile gave a GPU to the network rules only.
     calls = sbatch_calls(output)

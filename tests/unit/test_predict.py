@@ -18,6 +18,7 @@ from scipy.special import expit
 from hepred.baselines import baseline_logits, fit_baseline, load_baseline
 from hepred.classifier import build_model, classifier_settings
 from hepred.errors import HepredError
+from hepred.markers import marker_features
 from hepred.patient_rules import PATIENT_RULES
 from hepred.predict import OUTPUT_COLUMNS, predict
 from hepred.preprocess import preprocess_settings
@@ -221,30 +222,40 @@ def test_a_case_of_the_runs_cohort_is_warned_about(models_dir, sheet, tmp_path, 
     assert list(result["in_run_cohort"]) == [True, True]
 
 
+def phantom_features(images: dict[str, tuple[Path, Path]]) -> pd.DataFrame:
+    """Radiomics and marker features of each case's (CT, lesion), one row per case."""
+    rows = []
+    for case, (ct, lesion) in images.items():
+        radiomics = radiomics_features(ct, lesion, case, RADIOMICS).set_index("case_id")
+        rows.append(radiomics.join(marker_features(ct, lesion, case).set_index("case_id")))
+    return pd.concat(rows)
+
+
 @pytest.fixture
 def baseline_models(models_dir: Path, sheet: Path, tmp_path: Path) -> Path:
-    """Beside the t5 models: volume and radiomics models of two folds, fitted on made-up
-    patients whose features come from the two phantoms, and a fusion of radiomics with t5."""
-    features = pd.concat(
-        [radiomics_features(tmp_path / f"{case}_ct.nii.gz", tmp_path / f"{case}_lesion.nii.gz", case, RADIOMICS)
-         for case in ("new1", "new2")]
-    ).set_index("case_id")
+    """Beside the t5 models: volume, radiomics and markers models of two folds, fitted on made-up
+    patients whose features come from the two phantoms, and a fusion of radiomics and markers with t5."""
+    features = phantom_features({case: (tmp_path / f"{case}_ct.nii.gz", tmp_path / f"{case}_lesion.nii.gz")
+                                 for case in ("new1", "new2")})
     rng = np.random.default_rng(0)
     cohort = pd.concat([features] * 10, ignore_index=True)
     cohort = cohort * rng.lognormal(0, 0.1, cohort.shape)
     cohort.index = [f"old{i}" for i in range(len(cohort))]
     labels = {case: int(i % 2) for i, case in enumerate(cohort.index)}
     for fold in range(2):
-        for model in ("volume", "radiomics"):
+        for model in ("volume", "radiomics", "markers"):
             fitted = fit_baseline(model, cohort, labels, list(cohort.index), inner_folds=3, seed=fold)
             folder = models_dir / f"fold_{fold}" / "classifier" / model
             folder.mkdir(parents=True)
             (folder / "model.pkl").write_bytes(pickle.dumps({**fitted, "fold": fold, "seed": fold, "settings": RADIOMICS}))
-        scale = {column: {"image_mean": 0.0, "image_sd": 2.0, "radiomics_mean": 0.5, "radiomics_sd": 1.5}
+        scale = {column: {"t5": {"mean": 0.0, "sd": 2.0}, "radiomics": {"mean": 0.5, "sd": 1.5},
+                          "markers": {"mean": -0.5, "sd": 1.0}}
                  for column in PATIENT_RULES}
         folder = models_dir / f"fold_{fold}" / "classifier" / "fusion"
         folder.mkdir(parents=True)
-        (folder / "fusion.json").write_text(json.dumps({"fold": fold, "image_scenario": "t5", "scale": scale}))
+        (folder / "fusion.json").write_text(json.dumps(
+            {"fold": fold, "image_scenario": "t5", "models": ["radiomics", "markers"], "anchor": "radiomics", "scale": scale}
+        ))
     return models_dir
 
 
@@ -255,19 +266,19 @@ def test_baselines_and_fusion_score_new_cases_as_their_folds_did(baseline_models
     radiomics = predict(baseline_models, sheet, tmp_path / "r.csv", scenario="radiomics", config=config, work_dir=work)
     assert list(radiomics["case_id"]) == ["new1", "new2"] and (radiomics["n_models"] == 2).all()
     assert not (work / "preprocess").exists()  # a baseline needs the ingested CT only
-    features = pd.concat(
-        [radiomics_features(work / "ingest" / c / "ct.nii.gz", work / "ingest" / c / "lesion.nii.gz", c, RADIOMICS)
-         for c in ("new1", "new2")]
-    ).set_index("case_id")
-    fold_models = [load_baseline(baseline_models / f"fold_{k}/classifier/radiomics/model.pkl") for k in (0, 1)]
-    expected = np.mean([expit(baseline_logits(m, features, ["new1", "new2"])) for m in fold_models], axis=0)
-    np.testing.assert_allclose(radiomics["probability"], expected)
+    features = phantom_features({case: (work / "ingest" / case / "ct.nii.gz", work / "ingest" / case / "lesion.nii.gz")
+                                 for case in ("new1", "new2")})
+    for model, scored in (("radiomics", radiomics), ("markers", predict(
+            baseline_models, sheet, tmp_path / "m.csv", scenario="markers", config=config, work_dir=tmp_path / "w3"))):
+        fold_models = [load_baseline(baseline_models / f"fold_{k}/classifier/{model}/model.pkl") for k in (0, 1)]
+        expected = np.mean([expit(baseline_logits(m, features, ["new1", "new2"])) for m in fold_models], axis=0)
+        np.testing.assert_allclose(scored["probability"], expected)
 
     volume = predict(baseline_models, sheet, tmp_path / "v.csv", scenario="volume", config=config)
     assert volume["probability"].between(0, 1).all() and (volume["scenario"] == "volume").all()
 
     fused = predict(baseline_models, sheet, tmp_path / "f.csv", scenario="fusion", config=config)
-    # Each fold fuses its own t5 model with its own radiomics model; t5's per-fold scores are
+    # Each fold fuses its own t5 model with its own radiomics and markers models; t5's per-fold scores are
     # not in predict's output, so check the fusion's range and that it moved off both inputs.
     assert fused["probability"].between(0, 1).all() and (fused["n_models"] == 2).all()
     assert not np.allclose(fused["probability"], radiomics["probability"])

@@ -29,7 +29,7 @@ def test_default_demo_end_to_end(workdir):
         assert abs(shift["mean_hu_difference"]) <= 10
 
     summary = pd.read_csv(results / "statistics/summary.csv")
-    assert list(summary["scenario"]) == ["t1", "t2", "t5", "fusion", "radiomics", "volume", "null_t2"]
+    assert list(summary["scenario"]) == ["t1", "t2", "t5", "fusion", "markers", "radiomics", "volume", "null_t2"]
     assert summary.drop(columns=[c for c in summary if c.startswith("p_")]).notna().all().all()
     # A p-value is empty only where a row is its own reference, and a null control stays out of Holm.
     missing = {column: sorted(summary.loc[summary[column].isna(), "scenario"]) for column in summary if column.startswith("p_")}

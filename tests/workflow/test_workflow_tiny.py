@@ -25,8 +25,8 @@ def test_every_stage_ran_and_the_summary_is_complete(finished_run):
     summary = pd.read_csv(results / "statistics/summary.csv")
     assert list(summary.columns) == summary_columns("t1")
     # The image scenarios, the fusion, the baselines and the null control, each on the same folds.
-    assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5", "fusion", "radiomics", "volume", "null_t2"]
-    assert list(summary["kind"]) == ["image"] * 4 + ["fusion", "baseline", "baseline", "null_control"]
+    assert list(summary["scenario"]) == ["t1", "t2", "t3", "t5", "fusion", "markers", "radiomics", "volume", "null_t2"]
+    assert list(summary["kind"]) == ["image"] * 4 + ["fusion", "baseline", "baseline", "baseline", "null_control"]
     assert summary["auc"].between(0, 1).all()
     assert summary.loc[summary.scenario != "t1", "p_delong_vs_t1"].between(0, 1).all()
     findings = summary[~summary.scenario.isin(["t1", "null_t2"])]
@@ -74,7 +74,7 @@ def test_saliency_maps_and_the_report_cover_every_test_patient(finished_run):
 def test_out_of_fold_predictions_cover_every_patient_once_per_scenario(finished_run):
     results = finished_run / "results"
     splits = json.loads((results / "folds/splits.json").read_text())
-    for scenario in ("t1", "t2", "t3", "t5", "null_t2", "volume", "radiomics", "fusion"):
+    for scenario in ("t1", "t2", "t3", "t5", "null_t2", "volume", "radiomics", "markers", "fusion"):
         frames = [pd.read_csv(results / f"fold_{k}/classifier/{scenario}/predictions_patients.csv") for k in (0, 1)]
         patients = pd.concat(frames)
         assert sorted(patients["case_id"]) == sorted(c for fold in splits["folds"] for c in fold["test"])
