@@ -34,7 +34,7 @@ METRIC_LABELS = {
 }
 CI_METHODS = {"percentile": "percentile", "bca": "BCa"}
 # What each row of the summary is: an image scenario (t1, t2, ...), its null control (null_t2),
-# a patient-level baseline (volume, radiomics) or the fusion of radiomics with an image scenario.
+# a patient-level baseline (volume, radiomics, markers) or the fusion of baselines with an image scenario.
 # "null_control", not "null": pandas reads a bare null in a CSV as a missing value.
 KINDS = ("image", "fusion", "baseline", "null_control")  # also the order of the rows
 # Fold-AUC differences are compared to this many decimals (ties must stay ties).
@@ -628,7 +628,7 @@ def method_note(cfg: dict, reference: str, n_folds: int) -> str:
         f"{minimum_wilcoxon_p(n_folds):.4g}; exact sign-flip distribution, also with tied differences). "
         "Every scenario is also compared with the image scenario of highest pooled AUC (DeLong). All tests are "
         "two-sided; Holm-adjusted DeLong p-values (family: all comparisons against the same scenario, null "
-        "controls left out) stand beside the raw ones. Baselines (volume, radiomics) and the fusion are patient-level models fitted on "
+        "controls left out) stand beside the raw ones. Baselines (volume, radiomics, clinical NCCT markers) and the fusion are patient-level models fitted on "
         "each fold's training and validation patients; a null control is an image scenario trained on labels "
         "permuted within each fold's training and validation patients and scored against the true labels: "
         "its AUC is what that recipe reaches without learning from labels."
