@@ -19,7 +19,7 @@ def test_preset_passes_a_dry_run(workdir, preset):
         # 4 scenarios and the null control null_t2, 5 folds each.
         planned = " ".join(output.split())
         assert "25 train_classifier" in planned or "train_classifier 25" in planned
-        assert "train_baseline 10" in planned and "fusion 5" in planned
+        assert "train_baseline 15" in planned and "fusion 5" in planned  # volume, radiomics, markers
 
 
 def test_paper_preset_fixes_every_setting_the_demo_config_changes():
