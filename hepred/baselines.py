@@ -126,7 +126,7 @@ def fit_baseline(
     out_of_fold: bool = True,
 ) -> dict:
     """The fitted model of one fold: estimator, the columns it uses, the patients it saw and,
-    for radiomics (unless ``out_of_fold`` is off), those patients' out-of-fold logits (each from
+    for radiomics and markers (unless ``out_of_fold`` is off), those patients' out-of-fold logits (each from
     a model fitted without it, by the same recipe), which give the fusion an honest scale of the
     model's scores."""
     fitted_on = sorted(fitted_on)
@@ -150,15 +150,15 @@ def fit_baseline(
     estimator = build_estimator(model, folds, seed).fit(values, targets)
     fitted = {"model": model, "estimator": estimator, "columns": columns, "fitted_on": fitted_on, "inner_folds": folds}
     if model != "volume" and out_of_fold:
-        fitted["out_of_fold_logits"] = out_of_fold_logits(values, targets, folds, seed)
+        fitted["out_of_fold_logits"] = out_of_fold_logits(model, values, targets, folds, seed)
     return fitted
 
 
 def out_of_fold_logits(
-    values: np.ndarray, targets: np.ndarray, folds: int, seed: int,
+    model: str, values: np.ndarray, targets: np.ndarray, folds: int, seed: int,
     companions: np.ndarray | None = None, owners: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each patient's radiomics logit from the recipe fitted without it (stratified ``folds``-fold),
+    """Each patient's ``model`` logit from the recipe fitted without it (stratified ``folds``-fold),
     the inner penalty search shrunk to the classes that each outer split leaves.
 
     ``companions`` (rows of features, each tied to the patient at position ``owners``) are scored
@@ -169,7 +169,7 @@ def out_of_fold_logits(
     for train, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(values, targets):
         positives = int(targets[train].sum())
         inner = max(2, min(folds, positives, len(train) - positives))
-        estimator = build_estimator("radiomics", inner, seed).fit(values[train], targets[train])
+        estimator = build_estimator(model, inner, seed).fit(values[train], targets[train])
         logits[held_out] = estimator.decision_function(values[held_out])
         tied = np.flatnonzero(np.isin(owners, held_out))
         if tied.size:

@@ -154,12 +154,22 @@ def image_models_for(models_dir: Path, scenario: str) -> str | None:
     return scenario
 
 
-def radiomics_settings_for(models_dir: Path, scenario: str) -> dict | None:
-    """The radiomics settings the run's fold models were fitted with, when ``scenario`` needs them."""
-    if scenario not in (*BASELINE_MODELS, FUSION):
+def patient_level_models_for(models_dir: Path, scenario: str) -> list[str]:
+    """The patient-level models (volume, radiomics, markers) that ``scenario`` scores with."""
+    if scenario in BASELINE_MODELS:
+        return [scenario]
+    if scenario == FUSION:
+        return list(io.read_json(fold_directories(models_dir, FUSION, "fusion.json")[0] / "fusion.json").get("models", []))
+    return []
+
+
+def radiomics_settings_for(models_dir: Path, models: list[str]) -> dict | None:
+    """The radiomics settings the run's fold models were fitted with, when one of ``models`` reads
+    radiomics features (volume reads the radiomics voxel volume)."""
+    reader = next((model for model in models if model in ("volume", "radiomics")), None)
+    if reader is None:
         return None
-    model = "radiomics" if scenario == FUSION else scenario
-    return load_baseline(fold_directories(models_dir, model, "model.pkl")[0] / "model.pkl")["settings"]
+    return load_baseline(fold_directories(models_dir, reader, "model.pkl")[0] / "model.pkl")["settings"]
 
 
 def predict(
@@ -188,7 +198,8 @@ def predict(
     model_paths = find_models(models_dir, image) if image else []
     if explain_dir is not None and not model_paths:
         raise HepredError(f"--explain shows where an image model looks; scenario {scenario} has none")
-    radiomics_settings = radiomics_settings_for(models_dir, scenario)
+    patient_models = patient_level_models_for(models_dir, scenario)
+    radiomics_settings = radiomics_settings_for(models_dir, patient_models)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})
     rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
@@ -227,6 +238,7 @@ def predict(
                     ingest_dir,
                     settings["ingest"]["lesion_labels"],
                 )
+                user_files = {ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion}
                 if preprocess_cfg is not None:
                     preprocess_case(
                         case.case_id,
@@ -234,16 +246,18 @@ def predict(
                         ingest_dir / "lesion.nii.gz",
                         preprocess_dir,
                         preprocess_cfg,
-                        user_files={ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion},
+                        user_files=user_files,
                     )
+                # Each patient-level model reads only its own kind of features.
+                rows = []
                 if radiomics_settings is not None:
-                    user_files = {ingest_dir / "ct.nii.gz": case.ct, ingest_dir / "lesion.nii.gz": case.lesion}
-                    features = radiomics_features(
+                    rows.append(radiomics_features(
                         ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", case.case_id, radiomics_settings, user_files
-                    )
-                    # Every patient-level model reads its own columns of this one row.
-                    markers = marker_features(ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", case.case_id, user_files)
-                    feature_rows.append(features.set_index("case_id").join(markers.set_index("case_id")))
+                    ))
+                if "markers" in patient_models:
+                    rows.append(marker_features(ingest_dir / "ct.nii.gz", ingest_dir / "lesion.nii.gz", case.case_id, user_files))
+                if rows:
+                    feature_rows.append(pd.concat([row.set_index("case_id") for row in rows], axis=1))
             except HepredError as error:
                 logger.error("%s", error)
                 errors[case.case_id] = str(error)

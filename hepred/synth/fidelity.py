@@ -118,7 +118,7 @@ def source_held_out_logits(features: pd.DataFrame, meta: pd.DataFrame, real: lis
     merely by that. Held out together, both figures are out-of-sample and compare."""
     position = {case: index for index, case in enumerate(real)}
     logits = out_of_fold_logits(
-        features.loc[real].to_numpy(), meta.loc[real, "label"].to_numpy().astype(int), folds, seed,
+        "radiomics", features.loc[real].to_numpy(), meta.loc[real, "label"].to_numpy().astype(int), folds, seed,
         companions=features.loc[synthetic].to_numpy(),
         owners=np.array([position[source] for source in meta.loc[synthetic, "source_case"]], dtype=int),
     )

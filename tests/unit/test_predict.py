@@ -285,6 +285,18 @@ def test_baselines_and_fusion_score_new_cases_as_their_folds_did(baseline_models
     assert not np.allclose(fused["probability"], image["probability"])
 
 
+@pytest.mark.parametrize("scenario, unused", [("markers", "radiomics_features"), ("radiomics", "marker_features"),
+                                              ("volume", "marker_features")])
+def test_each_patient_level_model_extracts_only_its_own_features(baseline_models, sheet, tmp_path, monkeypatch, scenario, unused):
+    # radiomics costs seconds per case; a markers model must not pay for it, nor radiomics for the markers.
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{scenario} extracted {unused}")
+
+    monkeypatch.setattr(f"hepred.predict.{unused}", refuse)
+    scored = predict(baseline_models, sheet, tmp_path / "p.csv", scenario=scenario, config={"device": "cpu"})
+    assert scored["probability"].between(0, 1).all() and (scored["n_models"] == 2).all()
+
+
 def test_scoring_new_cases_does_not_load_the_training_loop():
     # predict (and anyone scoring with a trained model) needs settings, scoring and
     # calibration, never hepred.classifier.train.
