@@ -11,7 +11,9 @@ thresholds of its published definition, so that a model can weigh them:
 - blend sign: a hypodense and a hyperdense part, seen as a wide density range;
 - heterogeneous density (Barras scale): the spread of density within the hematoma;
 - swirl sign (Selariu et al. 2012): regions inside the hematoma iso- or hypodense to the
-  brain parenchyma around it, measured as a volume;
+  brain parenchyma around it, measured as a volume; and again inside the hematoma's dense
+  part only, where a blend sign's hypodense part (itself near the parenchyma's density)
+  neither hides them nor counts as one;
 - irregular shape and island sign (Barras scale, Li et al. 2017): the outline's departure
   from its convex hull and from the ellipsoid of the same moments, and hematomas separate
   from the main one.
@@ -73,6 +75,9 @@ MARKER_FEATURES = (
     "isodense_fraction",
     "radial_cv",
     "texture_sd_hu",
+    "dense_swirl_ml",
+    "dense_swirl_fraction",
+    "dense_part_sd_hu",
 )
 
 
@@ -131,6 +136,14 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
     low_part, high_part = _two_parts(density)
     parenchyma = _parenchyma_hu(smooth, mask, spacing_zyx)
     isodense = core & (smooth <= parenchyma + ISODENSE_MARGIN_HU)
+    # The dense part: core voxels in the high part, with the islands it encloses in-plane (a
+    # closing over the same disc), but not a blend sign's hypodense part, which borders it along
+    # a straight interface that a closing leaves where it is. On the development cohorts (seeds
+    # 7 and 11, never the benchmark) the swirl volume read here follows the simulator's
+    # hypodensity in blend-sign cases at Spearman 0.55-0.73, where the whole clot's reads 0.09-0.16.
+    dense = core & (smooth >= high_part[0])
+    dense_closed = np.stack([ndimage.binary_closing(section, structure=disc) for section in dense]) & core
+    dense_swirl = dense_closed & ~dense & isodense
 
     row = {
         "log_volume_ml": float(np.log(mask.sum() * voxel_mm3 / 1000.0)),
@@ -148,6 +161,9 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         "isodense_fraction": float(isodense.sum() / core.sum()) if np.isfinite(parenchyma) else float("nan"),
         "radial_cv": _radial_cv(mask, spacing_zyx),
         "texture_sd_hu": _robust_sd(smooth[core & ~isodense & ~hypodense]),
+        "dense_swirl_ml": float(dense_swirl.sum() * voxel_mm3 / 1000.0) if np.isfinite(parenchyma) else float("nan"),
+        "dense_swirl_fraction": float(dense_swirl.sum() / dense_closed.sum()) if np.isfinite(parenchyma) else float("nan"),
+        "dense_part_sd_hu": _robust_sd(high_part),
     }
     return pd.DataFrame([{"case_id": case_id, **row}])
 

@@ -36,6 +36,24 @@ def test_isodense_volume_counts_islands_as_dense_as_brain_and_not_merely_less_de
     assert faint["isodense_ml"] < 0.1 * island_ml
 
 
+def test_dense_swirl_counts_islands_in_a_blend_signs_dense_part_and_not_its_hypodense_part():
+    # Blend sign: the left third of the clot at 45 HU (near the brain's 35), the rest at 80 HU
+    # with two brain-dense islands in it.
+    island_mask = np.zeros(DISC.shape, bool)
+    for cy, cx in ((54, 72), (74, 74)):
+        island_mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < 6**2
+    blend = np.where(xx < 54, 45.0, 80.0)
+    plain = array_markers(*_scene(blend, DISC), SPACING, "blend").iloc[0]
+    swirled = array_markers(*_scene(np.where(island_mask, BRAIN_HU, blend), DISC), SPACING, "swirled").iloc[0]
+    island_ml = island_mask.sum() * 3 * 0.5 * 0.5 * 5.0 / 1000
+    # The hypodense part alone counts as isodense, not as swirl in the dense part.
+    assert plain["isodense_ml"] > island_ml and plain["dense_swirl_ml"] < 0.1 * island_ml
+    assert 0.6 * island_ml < swirled["dense_swirl_ml"] <= island_ml
+    assert swirled["dense_swirl_fraction"] > 0.05
+    # The dense part's spread is that of the 80 HU part, not of the two parts together.
+    assert plain["dense_part_sd_hu"] < 5 < plain["density_sd_hu"]
+
+
 def test_isodense_volume_is_undefined_without_brain_around_the_lesion():
     hu, lesion = _scene(CLOT_HU, np.ones((40, 40), bool))
     assert np.isnan(array_markers(hu, lesion, SPACING, "crop").iloc[0]["isodense_ml"])
