@@ -367,16 +367,26 @@ def baseline_probabilities(models_dir: Path, model: str, features: pd.DataFrame)
     return columns
 
 
-def fusion_probabilities(
-    models_dir: Path, features: pd.DataFrame, image_by_fold: dict[int, pd.Series], rule_column: str
-) -> list[pd.Series]:
-    """Per fold, the fusion of its patient-level models with its image model's ``rule_column``
-    probabilities (``image_by_fold``: fold -> per-case probability), as the run fused its test patients."""
-    columns = []
+def fused_folds(models_dir: Path) -> list[tuple[Path, dict]]:
+    """Every fold's fusion folder and its ``fusion.json``, in fold order, read once; refuses a
+    run whose fusion predates fusing several models before any case is read."""
+    folds = []
     for folder in fold_directories(models_dir, FUSION, "fusion.json"):
         stored = io.read_json(folder / "fusion.json")
         if "models" not in stored:
             raise HepredError("fusion.json predates fusing several models: rerun the fusion rule", path=folder / "fusion.json")
+        folds.append((folder, stored))
+    return folds
+
+
+def fusion_probabilities(
+    folds: list[tuple[Path, dict]], features: pd.DataFrame, image_by_fold: dict[int, pd.Series], rule_column: str
+) -> list[pd.Series]:
+    """Per fold of ``folds`` (from ``fused_folds``), the fusion of its patient-level models with its
+    image model's ``rule_column`` probabilities (``image_by_fold``: fold -> per-case
+    probability), as the run fused its test patients."""
+    columns = []
+    for folder, stored in folds:
         fold = int(stored["fold"])
         if fold not in image_by_fold:
             raise HepredError(f"no {stored['image_scenario']} model of fold {fold} to fuse with", path=folder)

@@ -29,6 +29,7 @@ from hepred.baselines import (
     FUSION,
     baseline_probabilities,
     fold_directories,
+    fused_folds,
     fusion_probabilities,
     load_baseline,
 )
@@ -144,22 +145,22 @@ def run_cohort(models_dir: Path, metas: list[dict]) -> set[str]:
     return cohort
 
 
-def image_models_for(models_dir: Path, scenario: str) -> str | None:
+def image_models_for(scenario: str, fusion: list[tuple[Path, dict]] | None) -> str | None:
     """The image scenario whose fold models ``scenario`` needs: itself, the one the fusion
-    fused (from its fusion.json), or none for a baseline."""
+    fused (``fusion``: its folds, from ``fused_folds``), or none for a baseline."""
     if scenario in BASELINE_MODELS:
         return None
     if scenario == FUSION:
-        return io.read_json(fold_directories(models_dir, FUSION, "fusion.json")[0] / "fusion.json")["image_scenario"]
+        return fusion[0][1]["image_scenario"]
     return scenario
 
 
-def patient_level_models_for(models_dir: Path, scenario: str) -> list[str]:
+def patient_level_models_for(scenario: str, fusion: list[tuple[Path, dict]] | None) -> list[str]:
     """The patient-level models (volume, radiomics, markers) that ``scenario`` scores with."""
     if scenario in BASELINE_MODELS:
         return [scenario]
     if scenario == FUSION:
-        return list(io.read_json(fold_directories(models_dir, FUSION, "fusion.json")[0] / "fusion.json").get("models", []))
+        return list(fusion[0][1]["models"])
     return []
 
 
@@ -194,11 +195,12 @@ def predict(
     the Grad-CAM maps of the image models for every scored case (``hepred.saliency``).
     """
     models_dir = Path(models_dir)
-    image = image_models_for(models_dir, scenario)
+    fusion = fused_folds(models_dir) if scenario == FUSION else None
+    image = image_models_for(scenario, fusion)
     model_paths = find_models(models_dir, image) if image else []
     if explain_dir is not None and not model_paths:
         raise HepredError(f"--explain shows where an image model looks; scenario {scenario} has none")
-    patient_models = patient_level_models_for(models_dir, scenario)
+    patient_models = patient_level_models_for(scenario, fusion)
     radiomics_settings = radiomics_settings_for(models_dir, patient_models)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})
@@ -298,7 +300,7 @@ def predict(
     if scenario in BASELINE_MODELS:
         per_model = baseline_probabilities(models_dir, scenario, features)
     elif scenario == FUSION:
-        per_model = fusion_probabilities(models_dir, features, image_by_fold, patient_column)
+        per_model = fusion_probabilities(fusion, features, image_by_fold, patient_column)
     else:
         per_model = list(image_by_fold.values())
 

@@ -297,6 +297,22 @@ def test_each_patient_level_model_extracts_only_its_own_features(baseline_models
     assert scored["probability"].between(0, 1).all() and (scored["n_models"] == 2).all()
 
 
+def test_a_fusion_from_before_several_models_is_refused_before_any_case_is_read(baseline_models, sheet, tmp_path, monkeypatch):
+    stale = baseline_models / "fold_1" / "classifier" / "fusion" / "fusion.json"
+    stored = json.loads(stale.read_text())
+    del stored["models"]
+    stale.write_text(json.dumps(stored))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a case was ingested for a fusion that cannot score it")
+
+    monkeypatch.setattr("hepred.predict.ingest_case", refuse)
+    with pytest.raises(HepredError, match="predates fusing several models") as raised:
+        predict(baseline_models, sheet, tmp_path / "f.csv", scenario="fusion", config={"device": "cpu"})
+    assert raised.value.path == str(stale)
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_scoring_new_cases_does_not_load_the_training_loop():
     # predict (and anyone scoring with a trained model) needs settings, scoring and
     # calibration, never hepred.classifier.train.
