@@ -135,6 +135,12 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
     black_hole = core & (below_surrounding >= BLACK_HOLE_HU)
     low_part, high_part = _two_parts(density)
     parenchyma = _parenchyma_hu(smooth, mask, spacing_zyx)
+    if not np.isfinite(parenchyma):
+        raise HepredError(
+            f"no brain parenchyma ({PARENCHYMA_HU[0]:g}-{PARENCHYMA_HU[1]:g} HU) {BRAIN_RING_MM[0]:g}-{BRAIN_RING_MM[1]:g} mm "
+            "around the lesion: the swirl sign compares the hematoma with it (is the CT cropped to the lesion?)",
+            case_id=case_id,
+        )
     isodense = core & (smooth <= parenchyma + ISODENSE_MARGIN_HU)
     # The dense part: core voxels in the high part, with the islands it encloses in-plane (a
     # closing over the same disc), but not a blend sign's hypodense part, which borders it along
@@ -156,13 +162,12 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         "hypodense_regions": _regions(hypodense, voxel_mm3),
         "solidity": _solidity(mask, spacing_zyx),
         "separate_hematomas": max(_regions(mask, voxel_mm3) - 1, 0),
-        # Without brain around it (a crop of the lesion alone) the swirl sign is undefined.
-        "isodense_ml": float(isodense.sum() * voxel_mm3 / 1000.0) if np.isfinite(parenchyma) else float("nan"),
-        "isodense_fraction": float(isodense.sum() / core.sum()) if np.isfinite(parenchyma) else float("nan"),
+        "isodense_ml": float(isodense.sum() * voxel_mm3 / 1000.0),
+        "isodense_fraction": float(isodense.sum() / core.sum()),
         "radial_cv": _radial_cv(mask, spacing_zyx),
         "texture_sd_hu": _robust_sd(smooth[core & ~isodense & ~hypodense]),
-        "dense_swirl_ml": float(dense_swirl.sum() * voxel_mm3 / 1000.0) if np.isfinite(parenchyma) else float("nan"),
-        "dense_swirl_fraction": float(dense_swirl.sum() / dense_closed.sum()) if np.isfinite(parenchyma) else float("nan"),
+        "dense_swirl_ml": float(dense_swirl.sum() * voxel_mm3 / 1000.0),
+        "dense_swirl_fraction": float(dense_swirl.sum() / dense_closed.sum()),
         "dense_part_sd_hu": _robust_sd(high_part),
     }
     return pd.DataFrame([{"case_id": case_id, **row}])
@@ -191,7 +196,7 @@ def _two_parts(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _parenchyma_hu(smooth: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
     """Median density of the brain parenchyma in a ring around the lesion (BRAIN_RING_MM,
-    in-plane on each slice); NaN where none is in the image (a crop of the lesion alone)."""
+    in-plane on each slice); NaN where there is none (a CT cropped to the lesion)."""
     ring = np.zeros_like(mask)
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
         distance = ndimage.distance_transform_edt(~mask[k], sampling=spacing_zyx[1:])

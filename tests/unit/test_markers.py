@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from hepred.errors import HepredError
 from hepred.markers import array_markers
 
 SPACING = [0.5, 0.5, 5.0]  # x, y, z mm: thin pixels, thick slices, as in a clinical head CT
@@ -54,9 +55,12 @@ def test_dense_swirl_counts_islands_in_a_blend_signs_dense_part_and_not_its_hypo
     assert plain["dense_part_sd_hu"] < 5 < plain["density_sd_hu"]
 
 
-def test_isodense_volume_is_undefined_without_brain_around_the_lesion():
+def test_a_ct_without_brain_around_the_lesion_is_refused_naming_the_case():
+    # The swirl sign is relative to the brain: a CT cropped to its lesion has none to compare with.
     hu, lesion = _scene(CLOT_HU, np.ones((40, 40), bool))
-    assert np.isnan(array_markers(hu, lesion, SPACING, "crop").iloc[0]["isodense_ml"])
+    with pytest.raises(HepredError, match="no brain parenchyma") as raised:
+        array_markers(hu, lesion, SPACING, "crop")
+    assert raised.value.case_id == "crop"
 
 
 def test_radial_cv_tells_a_lobulated_outline_from_any_ellipse():

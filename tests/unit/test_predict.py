@@ -297,6 +297,28 @@ def test_each_patient_level_model_extracts_only_its_own_features(baseline_models
     assert scored["probability"].between(0, 1).all() and (scored["n_models"] == 2).all()
 
 
+def test_a_case_the_markers_refuse_fails_alone(baseline_models, sheet, tmp_path):
+    # Clot density all round the lesion, as in a CT cropped to it: no brain to read the swirl sign
+    # against (air only far off, at the far end of the y axis, so that it reads as HU).
+    ct = sitk.ReadImage(str(tmp_path / "new1_ct.nii.gz"))
+    hu = np.full(sitk.GetArrayFromImage(ct).shape, 70, np.int16)
+    hu[:, -5:, :] = -1000
+    cropped = sitk.GetImageFromArray(hu)
+    cropped.CopyInformation(ct)
+    sitk.WriteImage(cropped, str(tmp_path / "crop_ct.nii.gz"))
+    frame = pd.read_csv(sheet)
+    frame.loc[len(frame)] = {"case_id": "crop", "ct": "crop_ct.nii.gz", "lesion": "new1_lesion.nii.gz"}
+    frame.to_csv(sheet, index=False)
+
+    scored = predict(baseline_models, sheet, tmp_path / "m.csv", scenario="markers", config={"device": "cpu"})
+
+    scored = scored.set_index("case_id")
+    assert scored.loc[["new1", "new2"], "probability"].between(0, 1).all()
+    assert scored.loc[["new1", "new2"], "error"].isna().all()
+    assert scored.loc["crop", "error"].startswith(f"case crop: {tmp_path / 'new1_lesion.nii.gz'}: no brain parenchyma")
+    assert np.isnan(scored.loc["crop", "probability"])
+
+
 def test_a_fusion_from_before_several_models_is_refused_before_any_case_is_read(baseline_models, sheet, tmp_path, monkeypatch):
     stale = baseline_models / "fold_1" / "classifier" / "fusion" / "fusion.json"
     stored = json.loads(stale.read_text())
