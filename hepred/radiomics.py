@@ -79,8 +79,24 @@ def image_features(ct: sitk.Image, lesion: sitk.Image, case_id: str, settings: d
         raise HepredError(
             f"radiomics features failed: {str(error).splitlines()[0]}", case_id=case_id, path=lesion_path
         ) from None
-    row = {name: float(value) for name, value in values.items() if not name.startswith("diagnostics")}
+    row = {
+        name: feature_value(name, value, case_id, lesion_path)
+        for name, value in values.items()
+        if not name.startswith("diagnostics")
+    }
     return pd.DataFrame([{"case_id": case_id, **row}])
+
+
+def feature_value(name: str, value, case_id: str, lesion_path: Path | None = None) -> float:
+    """One pyradiomics value as a float. The shape features take their axis lengths from
+    np.linalg.eigvals, which answers complex numbers with round-off imaginary parts (1e-16)
+    when two axes are equal: those read as their real part, a larger one is refused."""
+    value = np.asarray(value)
+    if np.iscomplexobj(value):
+        if abs(value.imag) > 1e-9 * max(abs(value.real), 1.0):
+            raise HepredError(f"radiomics feature {name} is complex ({complex(value):.3g})", case_id=case_id, path=lesion_path)
+        value = value.real
+    return float(value)
 
 
 def _read_image(path: Path, case_id: str) -> sitk.Image:

@@ -26,7 +26,7 @@ from hepred.baselines import (
 from hepred.patient_rules import PATIENT_COLUMNS, PATIENT_RULES
 from hepred.errors import HepredError
 from hepred.markers import MARKER_FEATURES
-from hepred.radiomics import VOLUME_FEATURE, radiomics_features
+from hepred.radiomics import VOLUME_FEATURE, feature_value, radiomics_features
 
 SETTINGS = {"bin_width": 5.0, "force_2d": True, "inner_folds": 3}
 SPACING = (0.5, 0.5, 5.0)
@@ -97,6 +97,14 @@ def write_feature_files(folder: Path, table: pd.DataFrame) -> list[Path]:
         pd.DataFrame([{"case_id": case, **row.to_dict()}]).to_csv(path, index=False)
         paths.append(path)
     return paths
+
+
+def test_a_shape_feature_with_a_round_off_imaginary_part_reads_as_its_real_part():
+    # As pyradiomics gave it for a round lesion whose two axes are equal.
+    assert feature_value("original_shape_Elongation", np.complex128(1 - 4e-17j), "c1") == 1.0
+    assert isinstance(feature_value("original_firstorder_Mean", np.float64(65.5), "c1"), float)
+    with pytest.raises(HepredError, match="case c1: .*original_shape_Flatness is complex"):
+        feature_value("original_shape_Flatness", np.complex128(0.3 + 0.2j), "c1")
 
 
 def test_volume_and_radiomics_models_learn_from_the_fitted_patients_only():
