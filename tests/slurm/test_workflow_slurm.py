@@ -184,7 +184,7 @@ def test_slurm_run_gives_the_results_of_a_local_run(slurm_cluster, cheap_stages,
     on_slurm.mkdir()
 
     # A guard against a hung run, not a speed limit: the 97 jobs each start a Snakemake of
-    # their own (about 15 s on 2 cores for jobs of 1-2 s), which took 909 s here and over
+    # their own (about 15 s on 2 cores for jobs of 1-2 s), which took 909-1182 s here and over
     # 1500 s on a CI machine.
     result = slurm_cluster.snakemake(on_slurm, *slurm_args(on_slurm, TINY), timeout=3000)
 
