@@ -88,17 +88,23 @@ def _volumes(preprocess_dir: Path, manifest_path: Path, fold: dict, labels: dict
 
 def fidelity_features(volumes: list[dict], radiomics_settings: dict, log: logging.Logger) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per volume: who it is (group, case, source, label), its radiomics row and its markers row.
-    A volume whose lesion is empty is left out with a warning (a generator may erase a tiny lesion)."""
+    A volume whose lesion is empty (a generator may erase a tiny lesion), or whose markers are
+    refused (no brain around the lesion), is left out with a warning."""
     meta, radiomics, markers = [], [], []
     for volume in volumes:
         if not np.any(volume["lesion"]):
             log.warning("%s %s: empty lesion on the synthesised slices; not in the fidelity checks",
                         volume["group"], volume["case_id"])
             continue
+        try:
+            marker_row = array_markers(volume["hu"], volume["lesion"], volume["spacing"], volume["case_id"])
+        except HepredError as error:
+            log.warning("%s %s: %s; not in the fidelity checks", volume["group"], volume["case_id"], error.message)
+            continue
         meta.append({key: volume[key] for key in ("group", "case_id", "source_case", "label")})
         radiomics.append(array_features(volume["hu"], volume["lesion"], volume["spacing"], volume["case_id"],
                                         radiomics_settings))
-        markers.append(array_markers(volume["hu"], volume["lesion"], volume["spacing"], volume["case_id"]))
+        markers.append(marker_row)
     meta = pd.DataFrame(meta).set_index("case_id")
     return meta, pd.concat(radiomics).set_index("case_id"), pd.concat(markers).set_index("case_id")
 

@@ -4,6 +4,7 @@ that flatten the difference between labels score near chance and show it in the 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from hepred.markers import array_markers
 from hepred.report import fidelity_table
-from hepred.synth.fidelity import write_fidelity
+from hepred.synth.fidelity import fidelity_features, write_fidelity
 
 S, Z = 48, 4
 SPACING = [1.8, 1.8, 5.0]
@@ -112,3 +113,18 @@ def test_markers_read_density_spread_hypodense_islands_and_lobulation():
                                   lobed[None].repeat(3, 0).astype(np.uint8), [0.5, 0.5, 5.0], "lobed").iloc[0]
     assert lobed_markers["solidity"] < plain["solidity"] - 0.05
     assert plain["solidity"] > 0.9
+
+
+def test_a_version_without_brain_around_its_lesion_is_left_out_with_a_warning(caplog):
+    rng = np.random.default_rng(2)
+    hu, lesion = lesion_volume(rng, heterogeneous=False)
+    no_brain = np.where(hu > -1024, 65, hu).astype(np.int16)  # clot density wherever the brain was
+    volumes = [
+        {"group": group, "case_id": case, "source_case": "c00", "label": 0, "hu": image, "lesion": lesion, "spacing": SPACING}
+        for group, case, image in (("real", "c00", hu), ("synthetic", "c00_v0", no_brain))
+    ]
+    with caplog.at_level("WARNING"):
+        meta, radiomics, markers = fidelity_features(volumes, RADIOMICS, logging.getLogger("test"))
+    assert list(meta.index) == list(radiomics.index) == list(markers.index) == ["c00"]
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line.startswith("synthetic c00_v0: no brain parenchyma") and line.endswith("not in the fidelity checks")
