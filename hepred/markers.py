@@ -122,6 +122,14 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         core = mask  # a lesion thinner than its rim: every voxel is rim; use them all
     sigma = [0.0, SMOOTHING_MM / spacing_zyx[1], SMOOTHING_MM / spacing_zyx[2]]
     smooth = ndimage.gaussian_filter(hu, sigma=sigma)
+    # Refused before the grey and binary closings below, which it would make pointless.
+    parenchyma = _parenchyma_hu(smooth, mask, spacing_zyx)
+    if not np.isfinite(parenchyma):
+        raise HepredError(
+            f"no brain parenchyma ({PARENCHYMA_HU[0]:g}-{PARENCHYMA_HU[1]:g} HU) {BRAIN_RING_MM[0]:g}-{BRAIN_RING_MM[1]:g} mm "
+            "around the lesion: the swirl sign compares the hematoma with it (is the CT cropped to the lesion?)",
+            case_id=case_id,
+        )
     density = smooth[core]
     # The surrounding hematoma's density at each pixel: a grey closing in the axial plane, over
     # a disc wider than the hypodense signs, fills them with the density around them. Outside
@@ -134,13 +142,6 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
     hypodense = core & (below_surrounding >= HYPODENSE_HU)
     black_hole = core & (below_surrounding >= BLACK_HOLE_HU)
     low_part, high_part = _two_parts(density)
-    parenchyma = _parenchyma_hu(smooth, mask, spacing_zyx)
-    if not np.isfinite(parenchyma):
-        raise HepredError(
-            f"no brain parenchyma ({PARENCHYMA_HU[0]:g}-{PARENCHYMA_HU[1]:g} HU) {BRAIN_RING_MM[0]:g}-{BRAIN_RING_MM[1]:g} mm "
-            "around the lesion: the swirl sign compares the hematoma with it (is the CT cropped to the lesion?)",
-            case_id=case_id,
-        )
     isodense = core & (smooth <= parenchyma + ISODENSE_MARGIN_HU)
     # The dense part: core voxels in the high part, with the islands it encloses in-plane (a
     # closing over the same disc), but not a blend sign's hypodense part, which borders it along
