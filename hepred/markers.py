@@ -9,11 +9,12 @@ thresholds of its published definition, so that a model can weigh them:
 - hypodensity, black hole and swirl signs: regions inside the hematoma at least 18 HU
   (blend sign, Li et al. 2015) or 28 HU (black hole sign, Li et al. 2016) below its density;
 - blend sign: a hypodense and a hyperdense part, seen as a wide density range;
-- heterogeneous density (Barras scale): the spread of density within the hematoma;
+- heterogeneous density (Barras scale): the spread of density within the hematoma, and its
+  slope inside the dense part, which a blend sign's two parts do not enter;
 - swirl sign (Selariu et al. 2012): regions inside the hematoma iso- or hypodense to the
   brain parenchyma around it, measured as a volume; and again inside the hematoma's dense
   part only, where a blend sign's hypodense part (itself near the parenchyma's density)
-  neither hides them nor counts as one;
+  neither hides them nor counts as one, and that part's rate carried over to the whole clot;
 - irregular shape and island sign (Barras scale, Li et al. 2017): the outline's departure
   from its convex hull and from the ellipsoid of the same moments, and hematomas separate
   from the main one.
@@ -59,6 +60,9 @@ PARENCHYMA_HU = (15.0, 50.0)
 # against parenchyma's 25-40. The margin was set on a simulated development cohort (seed 7),
 # never on the benchmark cohort the markers model is reported on.
 ISODENSE_MARGIN_HU = 15.0
+# The density gradient is read this far (mm, in-plane) inside the dense part and away from
+# the hypodense regions in it, so that their edges do not count as texture.
+GRADIENT_INTERIOR_MM = 1.0
 
 MARKER_FEATURES = (
     "log_volume_ml",
@@ -78,6 +82,8 @@ MARKER_FEATURES = (
     "dense_swirl_ml",
     "dense_swirl_fraction",
     "dense_part_sd_hu",
+    "dense_gradient_hu_mm",
+    "extrapolated_swirl_ml",
 )
 
 
@@ -151,6 +157,8 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
     dense = core & (smooth >= high_part[0])
     dense_closed = ndimage.binary_closing(dense, structure=disc[None]) & core
     dense_swirl = dense_closed & ~dense & isodense
+    dense_swirl_fraction = float(dense_swirl.sum() / dense_closed.sum())
+    core_ml = float(core.sum() * voxel_mm3 / 1000.0)
 
     row = {
         "log_volume_ml": float(np.log(mask.sum() * voxel_mm3 / 1000.0)),
@@ -168,8 +176,12 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         "radial_cv": _radial_cv(mask, spacing_zyx),
         "texture_sd_hu": _robust_sd(smooth[core & ~isodense & ~hypodense]),
         "dense_swirl_ml": float(dense_swirl.sum() * voxel_mm3 / 1000.0),
-        "dense_swirl_fraction": float(dense_swirl.sum() / dense_closed.sum()),
+        "dense_swirl_fraction": dense_swirl_fraction,
         "dense_part_sd_hu": _robust_sd(high_part),
+        "dense_gradient_hu_mm": _texture_gradient(smooth, dense & ~isodense & ~hypodense, spacing_zyx, in_plane),
+        # The swirl regions of the whole clot, at the dense part's rate: a blend sign's
+        # hypodense part hides its own (they are as dense as it is).
+        "extrapolated_swirl_ml": dense_swirl_fraction * core_ml,
     }
     return pd.DataFrame([{"case_id": case_id, **row}])
 
@@ -207,6 +219,20 @@ def _parenchyma_hu(smooth: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray
     return float(np.median(values)) if values.size else float("nan")
 
 
+def _texture_gradient(smooth: np.ndarray, region: np.ndarray, spacing_zyx: np.ndarray, in_plane: np.ndarray) -> float:
+    """Median in-plane density gradient (HU/mm) in the interior of ``region``: the clot's
+    texture as its slope, which neither the contrast between a blend sign's two parts nor
+    the hypodense regions (their edges are left out with the rim) enter, unlike a spread."""
+    interior = ndimage.binary_erosion(region, structure=in_plane, iterations=max(int(round(GRADIENT_INTERIOR_MM / spacing_zyx[1])), 1))
+    if not interior.any():
+        interior = region  # a dense part thinner than the margin: read all of it
+    if not interior.any():
+        return 0.0
+    rows, columns = np.gradient(smooth, axis=(1, 2))
+    slope = np.hypot(rows / spacing_zyx[1], columns / spacing_zyx[2])
+    return float(np.median(slope[interior]))
+
+
 def _robust_sd(values: np.ndarray) -> float:
     """Standard deviation from the median absolute deviation: blind to a few outlying pixels."""
     if values.size < 2:
@@ -217,10 +243,15 @@ def _robust_sd(values: np.ndarray) -> float:
 def _radial_cv(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
     """Per axial slice, the coefficient of variation of the outline's distance from the centre
     after the slice's lesion is whitened by its second moments (0 for any ellipse, larger for a
-    lobulated outline or separate parts), averaged with the slices' areas as weights. In-plane,
-    because slices five or more millimetres thick cut an ellipsoid's caps into flat steps."""
+    lobulated outline), averaged with the slices' areas as weights. In-plane, because slices
+    five or more millimetres thick cut an ellipsoid's caps into flat steps. Of each slice's
+    largest part only: separate parts are counted as such (separate_hematomas), and their
+    distance from the centre would swamp the outline's shape."""
     values, weights = [], []
     for section in mask:
+        parts, count = ndimage.label(section)
+        if count > 1:
+            section = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
         points = np.argwhere(section) * spacing_zyx[1:]
         if len(points) < 3:
             continue
