@@ -72,6 +72,43 @@ def test_radial_cv_tells_a_lobulated_outline_from_any_ellipse():
     assert cv["lobed"] > cv["ellipse"] + 0.05
 
 
+
+def test_radial_cv_reads_the_outline_of_the_main_part_and_leaves_a_separate_one_to_be_counted():
+    # A small clot far from the disc, on the same slices: an island sign, not a lobulated outline.
+    satellite = DISC | ((yy - 64) ** 2 + (xx - 112) ** 2 < 6**2)
+    disc = array_markers(*_scene(CLOT_HU, DISC), SPACING, "disc").iloc[0]
+    with_satellite = array_markers(*_scene(CLOT_HU, satellite), SPACING, "satellite").iloc[0]
+    assert with_satellite["radial_cv"] == pytest.approx(disc["radial_cv"], abs=0.01)
+    assert with_satellite["separate_hematomas"] == 1 and disc["separate_hematomas"] == 0
+
+
+def test_dense_gradient_follows_the_texture_and_not_the_step_between_a_blend_signs_parts():
+    blend = array_markers(*_scene(np.where(xx < 54, 45.0, 80.0), DISC), SPACING, "blend").iloc[0]
+    ripples = {
+        amplitude: array_markers(
+            *_scene(CLOT_HU + amplitude * np.sqrt(2) * np.sin(2 * np.pi * xx * 0.5 / 10.0), DISC), SPACING, "ripples"
+        ).iloc[0]["dense_gradient_hu_mm"]
+        for amplitude in (3.0, 10.0)
+    }
+    # A flat part's slope is the smoothed noise's; a ripple's median slope grows with its amplitude.
+    assert blend["dense_gradient_hu_mm"] < 0.5 * ripples[3.0]
+    assert ripples[10.0] > 2 * ripples[3.0]
+    assert blend["density_sd_hu"] > 10
+
+
+def test_the_extrapolated_swirl_volume_carries_the_dense_parts_rate_over_the_whole_clot():
+    # The islands of the dense part (two thirds of the clot) stand for the whole clot's.
+    island_mask = np.zeros(DISC.shape, bool)
+    for cy, cx in ((54, 72), (74, 74)):
+        island_mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < 6**2
+    blend = np.where(xx < 54, 45.0, 80.0)
+    row = array_markers(*_scene(np.where(island_mask, BRAIN_HU, blend), DISC), SPACING, "swirled").iloc[0]
+    assert row["extrapolated_swirl_ml"] > 1.2 * row["dense_swirl_ml"]
+    plain = array_markers(*_scene(np.where(island_mask, BRAIN_HU, CLOT_HU), DISC), SPACING, "plain").iloc[0]
+    # Without a blend sign the dense part is most of the clot: little to carry over.
+    assert plain["extrapolated_swirl_ml"] < 1.3 * plain["dense_swirl_ml"]
+
+
 @pytest.mark.parametrize("amplitude", [3.0, 10.0])
 def test_texture_sd_follows_a_smooth_density_texture_and_not_the_pixel_noise(amplitude):
     texture = CLOT_HU + amplitude * np.sqrt(2) * np.sin(2 * np.pi * xx * 0.5 / 10.0)  # 10 mm wavelength
