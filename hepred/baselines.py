@@ -83,7 +83,10 @@ def model_features(table: pd.DataFrame, model: str) -> pd.DataFrame:
     if model == "markers":
         absent = [column for column in MARKER_FEATURES if column not in table]
         if absent:
-            raise HepredError(f"markers: no marker features ({absent[0]} missing); run the marker_features rule")
+            raise HepredError(
+                f"markers: no marker features ({absent[0]} missing; written by an older hepred?); "
+                "rerun the marker_features rule (snakemake --forcerun marker_features)"
+            )
         return table[list(MARKER_FEATURES)].astype(float)
     raise HepredError(f"unknown baseline model {model!r}; expected one of {', '.join(BASELINE_MODELS)}")
 

@@ -46,6 +46,10 @@ rule marker_features:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        # The markers this hepred measures: a release that measures others reruns every case
+        # (the package is not an input, so its changes alone would not).
+        features=list(MARKER_FEATURES),
     script:
         "../workflow_scripts/marker_features.py"
 

@@ -18,6 +18,7 @@ from hepred.classifier.settings import result_settings as classifier_result_sett
 from hepred.config import saliency_scenario, validate_config, without_speed_settings
 from hepred.errors import HepredError
 from hepred.failures import failure_report, write_failed_cases
+from hepred.markers import MARKER_FEATURES
 from hepred.samplesheet import read_sample_sheet
 from hepred.workflow import visible_gpus
 from hepred.samplesheet import demo_case_ids
