@@ -222,7 +222,7 @@ def _parenchyma_hu(smooth: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray
 def _texture_gradient(smooth: np.ndarray, region: np.ndarray, spacing_zyx: np.ndarray, in_plane: np.ndarray) -> float:
     """Median in-plane density gradient (HU/mm) in the interior of ``region``: the clot's
     texture as its slope, which neither the contrast between a blend sign's two parts nor
-    the hypodense regions (their edges are left out with the rim) enter, unlike a spread."""
+    the hypodense regions (the margin keeps their edges out) enter, unlike a spread."""
     interior = ndimage.binary_erosion(region, structure=in_plane, iterations=max(int(round(GRADIENT_INTERIOR_MM / spacing_zyx[1])), 1))
     if not interior.any():
         interior = region  # a dense part thinner than the margin: read all of it
