@@ -271,7 +271,7 @@ def predict(
         if not sources:
             raise HepredError(f"none of the {len(cases)} case(s) could be scored (see the errors above)")
 
-        image_by_fold = {}
+        image_by_fold, scored_view_logits = {}, []
         for (model, meta), path in zip(models, model_paths):
             cfg = {
                 **meta["classifier"],
@@ -281,10 +281,12 @@ def predict(
             dataset = SliceDataset(sources, items, preprocess_cfg["windows"], int(cfg["crop"]))
             # Scored as the fold's own test cases were: same test-time views, same offsets.
             logits = view_logits(model, dataset, cfg, device, meta["scenario"])
+            scored_view_logits.append(logits)
             patients = patient_table(dataset.item_table(), logits, meta["logit_offsets"])
             image_by_fold[int(meta["fold"])] = patients.set_index("case_id")[patient_column].rename(str(path))
             logger.info("%s: %d slices of %d cases scored", path, len(items), len(sources))
         if explain_dir is not None:
+            min_lesion_pixels = {int(meta["classifier"]["min_lesion_pixels"]) for _, meta in models}
             explain_cases(
                 models,
                 sources,
@@ -294,6 +296,8 @@ def predict(
                 settings["report"]["saliency_slices"],
                 device,
                 scoring_settings,
+                # The fold models of one run pick the same slices; else explain scores its own.
+                scored_view_logits=scored_view_logits if len(min_lesion_pixels) == 1 else None,
             )
 
     features = pd.concat(feature_rows) if feature_rows else None

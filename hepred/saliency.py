@@ -111,12 +111,15 @@ def explain_cases(
     device: torch.device,
     scoring_cfg: dict | None = None,
     log: logging.Logger = logger,
+    scored_view_logits: list[np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Write ``{case}_gradcam.png`` and ``{case}_gradcam.nii.gz`` per case of ``sources`` into
     ``out_dir``; return the index (case, the slices shown, their probabilities, the files).
 
     ``models`` are fold models with their meta (``load_classifier``), all of one scenario;
-    ``ct_paths`` each case's ingested CT, whose grid the NIfTI takes.
+    ``ct_paths`` each case's ingested CT, whose grid the NIfTI takes. A caller that has scored
+    these sources already (``predict``) passes each model's [V, N] ``view_logits`` of their
+    slices as ``scored_view_logits``, so that they are not computed twice.
     """
     if not models:
         raise HepredError("no model to explain")
@@ -126,14 +129,17 @@ def explain_cases(
     items = index_slices(sources, int(cfg["min_lesion_pixels"]), fallback_to_largest=True, log=log)
     dataset = SliceDataset(sources, items, windows, int(cfg["crop"]))
     table = dataset.item_table()
+    if scored_view_logits is None:
+        scored_view_logits = [
+            view_logits(model, dataset, {**meta["classifier"], **scoring}, device, meta["scenario"]) for model, meta in models
+        ]
+    elif len(scored_view_logits) != len(models) or any(np.shape(logits)[-1] != len(items) for logits in scored_view_logits):
+        raise HepredError(
+            f"explain: the scored logits ({[np.shape(logits) for logits in scored_view_logits]}) are not "
+            f"{len(models)} models x {len(items)} slices (a bug)"
+        )
     slice_probability = np.mean(
-        [
-            probabilities(
-                view_logits(model, dataset, {**meta["classifier"], **scoring}, device, meta["scenario"]),
-                meta["logit_offsets"]["mean"],
-            )
-            for model, meta in models
-        ],
+        [probabilities(logits, meta["logit_offsets"]["mean"]) for logits, (_, meta) in zip(scored_view_logits, models)],
         axis=0,
     )
     table["probability"] = slice_probability

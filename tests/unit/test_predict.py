@@ -148,6 +148,36 @@ def test_explain_writes_gradcam_maps_on_each_new_cases_ct_grid(models_dir, sheet
         predict(models_dir, sheet, tmp_path / "v.csv", scenario="volume", config={"device": "cpu"}, explain_dir=explain)
 
 
+def test_explain_reuses_the_scores_of_the_prediction_and_shows_what_it_would_score_itself(models_dir, sheet, tmp_path, monkeypatch):
+    import hepred.predict as predict_module
+    import hepred.saliency as saliency_module
+
+    calls = {"predict": 0, "explain": 0}
+
+    def counting(where, original):
+        def wrapper(*args, **kwargs):
+            calls[where] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(predict_module, "view_logits", counting("predict", predict_module.view_logits))
+    monkeypatch.setattr(saliency_module, "view_logits", counting("explain", saliency_module.view_logits))
+    predict(models_dir, sheet, tmp_path / "p.csv", scenario="t5", config={"device": "cpu"}, explain_dir=tmp_path / "reused")
+    n_models = len(list(Path(models_dir).glob("fold_*/classifier/t5/model.pt")))
+    assert n_models > 1 and calls == {"predict": n_models, "explain": 0}
+
+    # The same maps when explain scores the slices itself.
+    explain_alone = predict_module.explain_cases
+    monkeypatch.setattr(
+        predict_module, "explain_cases", lambda *args, scored_view_logits, **kwargs: explain_alone(*args, **kwargs)
+    )
+    predict(models_dir, sheet, tmp_path / "q.csv", scenario="t5", config={"device": "cpu"}, explain_dir=tmp_path / "alone")
+    assert calls["explain"] == n_models
+    reused, alone = (pd.read_csv(tmp_path / name / "index.csv") for name in ("reused", "alone"))
+    pd.testing.assert_frame_equal(reused, alone)
+
+
 def test_predict_refuses_a_model_without_calibration_offsets(models_dir, sheet, tmp_path):
     path = models_dir / "fold_1" / "classifier" / "t5" / "model.pt"
     payload = torch.load(path, weights_only=True)
@@ -341,3 +371,16 @@ def test_scoring_new_cases_does_not_load_the_training_loop():
     code = "import sys, hepred.predict; print('hepred.classifier.train' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_scored_logits_that_do_not_match_the_slices_are_refused(models_dir, sheet, tmp_path, monkeypatch):
+    import hepred.predict as predict_module
+
+    explain = predict_module.explain_cases
+
+    def truncated(*args, scored_view_logits, **kwargs):
+        return explain(*args, scored_view_logits=[logits[..., :-1] for logits in scored_view_logits], **kwargs)
+
+    monkeypatch.setattr(predict_module, "explain_cases", truncated)
+    with pytest.raises(HepredError, match="are not 2 models x"):
+        predict(models_dir, sheet, tmp_path / "p.csv", scenario="t5", config={"device": "cpu"}, explain_dir=tmp_path / "e")
