@@ -122,7 +122,11 @@ RECORDED_PACKAGES = ("hepred", "torch", "timm", "monai", "numpy")
 def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
     """What a result depends on beyond its settings: on the CPU, the thread count changes
     the floating-point sums (1 thread gives byte-identical reruns, 2 threads may not), and the
-    device and package versions do too. ``speed`` adds the job's other speed settings."""
+    device and package versions do too, and so does the instruction set torch's CPU kernels
+    dispatch to (``cpu_capability``: with the same code the demo's diffusion-fed t5 row read 0.707
+    on an earlier host of our VM and 0.724 on an AVX512 one, where reruns on one host are
+    byte-identical). ``speed`` adds
+    the job's other speed settings."""
     versions = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -132,11 +136,23 @@ def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
     return {
         "threads": torch.get_num_threads(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else processor_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "packages": versions,
         **speed,
     }
+
+
+def processor_name() -> str | None:
+    """The CPU's model name: /proc/cpuinfo on Linux, where ``platform.processor()`` is empty."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def write_trained_with(model_path: Path, settings: dict[str, Any], environment: dict[str, Any]) -> None:

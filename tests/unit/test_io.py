@@ -1,11 +1,15 @@
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from hepred.io import atomic_path, save_sitk, write_json
+from hepred import training
 from hepred.training import Checkpoint
 
 
@@ -61,3 +65,14 @@ def test_checkpoint_resumes_only_its_own_run(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert checkpoint.resume("run-a", log) is None
     assert "cannot be read" in caplog.text
+
+
+def test_the_run_environment_names_the_cpu_and_the_instruction_set_its_kernels_use(monkeypatch, tmp_path):
+    # platform.processor() is empty on Linux: the CPU's name comes from /proc/cpuinfo.
+    monkeypatch.setattr(training.platform, "processor", lambda: "")
+    environment = training.run_environment(torch.device("cpu"))
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    if Path("/proc/cpuinfo").exists():
+        assert environment["device_name"]
+    training.write_trained_with(tmp_path / "model.pt", {"lr": 0.1}, environment)
+    assert json.loads((tmp_path / "trained_with.json").read_text())["environment"]["cpu_capability"] == environment["cpu_capability"]
