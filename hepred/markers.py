@@ -16,8 +16,8 @@ thresholds of its published definition, so that a model can weigh them:
   part only, where a blend sign's hypodense part (itself near the parenchyma's density)
   neither hides them nor counts as one, and that part's rate carried over to the whole clot;
 - irregular shape and island sign (Barras scale, Li et al. 2017): the outline's departure
-  from its convex hull and from the ellipsoid of the same moments, and hematomas separate
-  from the main one.
+  from its convex hull and, as lobes reaching out of it, from the ellipsoid of the same
+  moments, and hematomas separate from the main one.
 
 Radiomics (``hepred.radiomics``) describes the same voxels with hundreds of generic
 features; these few carry the clinical definitions and are fitted on 160 patients without
@@ -77,7 +77,7 @@ MARKER_FEATURES = (
     "separate_hematomas",
     "isodense_ml",
     "isodense_fraction",
-    "radial_cv",
+    "lobe_excess",
     "texture_sd_hu",
     "dense_swirl_ml",
     "dense_swirl_fraction",
@@ -173,7 +173,7 @@ def array_markers(hu: np.ndarray, lesion: np.ndarray, spacing_xyz, case_id: str)
         "separate_hematomas": max(_regions(mask, voxel_mm3) - 1, 0),
         "isodense_ml": float(isodense.sum() * voxel_mm3 / 1000.0),
         "isodense_fraction": float(isodense.sum() / core.sum()),
-        "radial_cv": _radial_cv(mask, spacing_zyx),
+        "lobe_excess": _lobe_excess(mask, spacing_zyx, in_plane),
         "texture_sd_hu": _robust_sd(smooth[core & ~isodense & ~hypodense]),
         "dense_swirl_ml": float(dense_swirl.sum() * voxel_mm3 / 1000.0),
         "dense_swirl_fraction": dense_swirl_fraction,
@@ -240,28 +240,29 @@ def _robust_sd(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def _radial_cv(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
-    """Per axial slice, the coefficient of variation of the outline's distance from the centre
-    after the slice's lesion is whitened by its second moments (0 for any ellipse, larger for a
-    lobulated outline), averaged with the slices' areas as weights. In-plane, because slices
-    five or more millimetres thick cut an ellipsoid's caps into flat steps. Of each slice's
-    largest part only: separate parts are counted as such (separate_hematomas), and their
-    distance from the centre would swamp the outline's shape."""
-    values, weights = [], []
-    for section in mask:
-        parts, count = ndimage.label(section)
-        if count > 1:
-            section = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
-        points = np.argwhere(section) * spacing_zyx[1:]
-        if len(points) < 3:
-            continue
-        outline = np.argwhere(section & ~ndimage.binary_erosion(section)) * spacing_zyx[1:]
-        covariance = np.cov(points.T) + np.diag(spacing_zyx[1:] ** 2 / 12.0)  # a pixel's own extent
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        radius = np.linalg.norm((outline - points.mean(axis=0)) @ eigenvectors / np.sqrt(eigenvalues), axis=1)
-        values.append(radius.std() / radius.mean())
-        weights.append(len(points))
-    return float(np.average(values, weights=weights)) if values else 0.0
+def _lobe_excess(mask: np.ndarray, spacing_zyx: np.ndarray, in_plane: np.ndarray) -> float:
+    """How far the outline's lobes reach out of the hematoma's body: the main part (26-connected)
+    is whitened by its second moments, which turns an ellipsoid of any axes into a sphere, and
+    each outline voxel's distance from the centre is taken relative to the body's radius (the
+    distances' first quartile, below the lobes); the mean of the excess over it. About 0 for an
+    ellipsoid; a lobulated hematoma's lobes add their reach times the share of the outline they
+    cover. In 3D, as a lobe is: a slice cuts it anywhere along its length. Separate parts are
+    counted as such (separate_hematomas), and their distance would swamp the outline's shape.
+    On development cohorts (seeds 23 and 29, never the benchmark) it follows the simulator's
+    irregularity at Spearman 0.92, where the per-slice radius CV it replaced read 0.83-0.85."""
+    parts, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count > 1:
+        mask = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    points = np.argwhere(mask) * spacing_zyx
+    if len(points) < 4:
+        return 0.0
+    covariance = np.cov(points.T) + np.diag(spacing_zyx**2 / 12.0)  # a voxel's own extent
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    # In-plane outline: slices five or more millimetres thick leave a cap's top no outline of its own.
+    outline = np.argwhere(mask & ~ndimage.binary_erosion(mask, structure=in_plane)) * spacing_zyx
+    radius = np.linalg.norm((outline - points.mean(axis=0)) @ eigenvectors / np.sqrt(eigenvalues), axis=1)
+    body = np.percentile(radius, 25)
+    return float(np.mean(np.clip(radius / body - 1.0, 0.0, None)))
 
 
 def _regions(mask: np.ndarray, voxel_mm3: float) -> int:

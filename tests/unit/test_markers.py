@@ -63,23 +63,39 @@ def test_a_ct_without_brain_around_the_lesion_is_refused_naming_the_case():
     assert raised.value.case_id == "crop"
 
 
-def test_radial_cv_tells_a_lobulated_outline_from_any_ellipse():
-    ellipse = ((yy - 64) / 20.0) ** 2 + ((xx - 64) / 50.0) ** 2 < 1
-    lobed = DISC | ((yy - 64) ** 2 + (xx - 101) ** 2 < 10**2) | ((yy - 101) ** 2 + (xx - 64) ** 2 < 10**2)
-    cv = {name: array_markers(*_scene(CLOT_HU, mask), SPACING, name).iloc[0]["radial_cv"]
-          for name, mask in (("disc", DISC), ("ellipse", ellipse), ("lobed", lobed))}
-    assert cv["disc"] < 0.1 and cv["ellipse"] < 0.1
-    assert cv["lobed"] > cv["ellipse"] + 0.05
+# A 3D grid of 5-mm slices, 80 x 80 mm in-plane, and mm coordinates about its centre.
+_z, _y, _x = np.mgrid[:12, :160, :160]
+Z_MM, Y_MM, X_MM = (_z - 5.5) * 5.0, (_y - 80) * 0.5, (_x - 80) * 0.5
 
 
+def _ellipsoid(a, b, c, angle=0.0, centre_z=0.0):
+    u = X_MM * np.cos(angle) + Y_MM * np.sin(angle)
+    v = -X_MM * np.sin(angle) + Y_MM * np.cos(angle)
+    return (u / a) ** 2 + (v / b) ** 2 + ((Z_MM - centre_z) / c) ** 2 < 1
 
-def test_radial_cv_reads_the_outline_of_the_main_part_and_leaves_a_separate_one_to_be_counted():
-    # A small clot far from the disc, on the same slices: an island sign, not a lobulated outline.
-    satellite = DISC | ((yy - 64) ** 2 + (xx - 112) ** 2 < 6**2)
-    disc = array_markers(*_scene(CLOT_HU, DISC), SPACING, "disc").iloc[0]
-    with_satellite = array_markers(*_scene(CLOT_HU, satellite), SPACING, "satellite").iloc[0]
-    assert with_satellite["radial_cv"] == pytest.approx(disc["radial_cv"], abs=0.01)
-    assert with_satellite["separate_hematomas"] == 1 and disc["separate_hematomas"] == 0
+
+def _ball(x, y, z, radius):
+    return (X_MM - x) ** 2 + (Y_MM - y) ** 2 + (Z_MM - z) ** 2 < radius**2
+
+
+def _lobe_excess(mask):
+    hu = np.where(mask, CLOT_HU, BRAIN_HU) + np.random.default_rng(0).normal(0, 2.0, mask.shape)
+    return array_markers(hu, mask.astype(np.uint8), SPACING, "lobes").iloc[0]
+
+
+def test_lobe_excess_tells_a_lobulated_hematoma_from_any_ellipsoid():
+    ellipsoids = [_ellipsoid(15, 15, 15), _ellipsoid(25, 12, 18, 0.5), _ellipsoid(12, 16, 25, 1.2, 2.0)]
+    lobed = _ellipsoid(15, 15, 15) | _ball(15, 0, 0, 7) | _ball(-9, 9, 9, 7) | _ball(0, -12, -8, 7)
+    for mask in ellipsoids:
+        assert _lobe_excess(mask)["lobe_excess"] < 0.02
+    assert _lobe_excess(lobed)["lobe_excess"] > 0.06
+
+
+def test_lobe_excess_reads_the_main_part_and_leaves_a_separate_one_to_be_counted():
+    # A small clot beyond the hematoma: an island sign, not a lobe.
+    alone, with_satellite = _lobe_excess(_ellipsoid(15, 15, 15)), _lobe_excess(_ellipsoid(15, 15, 15) | _ball(32, 0, 0, 4))
+    assert with_satellite["lobe_excess"] == pytest.approx(alone["lobe_excess"], abs=1e-9)
+    assert with_satellite["separate_hematomas"] == 1 and alone["separate_hematomas"] == 0
 
 
 def test_dense_gradient_follows_the_texture_and_not_the_step_between_a_blend_signs_parts():
