@@ -246,10 +246,20 @@ def train_baseline(
 
 
 def load_baseline(path: Path) -> dict:
+    """A fold's fitted patient-level model; a markers model fitted on markers this hepred no
+    longer measures (one from an older release) is refused rather than fed other columns."""
     try:
-        return pickle.loads(Path(path).read_bytes())
+        fitted = pickle.loads(Path(path).read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError) as error:
         raise HepredError(f"cannot read baseline model: {error}", path=path) from None
+    unmeasured = [column for column in fitted["columns"] if column not in MARKER_FEATURES] if fitted["model"] == "markers" else []
+    if unmeasured:
+        raise HepredError(
+            f"markers model fitted on markers this hepred does not measure ({', '.join(unmeasured)}; written by an older "
+            "hepred?): rerun the marker_features rule and the models it feeds (snakemake --forcerun marker_features)",
+            path=path,
+        )
+    return fitted
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,6 +201,10 @@ def predict(
     if explain_dir is not None and not model_paths:
         raise HepredError(f"--explain shows where an image model looks; scenario {scenario} has none")
     patient_models = patient_level_models_for(scenario, fusion)
+    # Read before any case is: a fold model this hepred cannot feed is refused up front.
+    for model in patient_models:
+        for folder in fold_directories(models_dir, model, "model.pkl"):
+            load_baseline(folder / "model.pkl")
     radiomics_settings = radiomics_settings_for(models_dir, patient_models)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})

@@ -365,6 +365,25 @@ def test_a_fusion_from_before_several_models_is_refused_before_any_case_is_read(
     assert not (tmp_path / "f.csv").exists()
 
 
+def test_a_markers_model_of_markers_this_hepred_does_not_measure_is_refused_before_any_case_is_read(
+    baseline_models, sheet, tmp_path, monkeypatch
+):
+    stale = baseline_models / "fold_1" / "classifier" / "markers" / "model.pkl"
+    fitted = pickle.loads(stale.read_bytes())
+    fitted["columns"] = ["radial_cv", *fitted["columns"][1:]]  # a marker an older hepred measured
+    stale.write_bytes(pickle.dumps(fitted))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a case was ingested for a model that cannot score it")
+
+    monkeypatch.setattr("hepred.predict.ingest_case", refuse)
+    for scenario in ("markers", "fusion"):
+        with pytest.raises(HepredError, match=r"does not measure \(radial_cv;") as raised:
+            predict(baseline_models, sheet, tmp_path / "m.csv", scenario=scenario, config={"device": "cpu"})
+        assert raised.value.path == str(stale)
+    assert not (tmp_path / "m.csv").exists()
+
+
 def test_scoring_new_cases_does_not_load_the_training_loop():
     # predict (and anyone scoring with a trained model) needs settings, scoring and
     # calibration, never hepred.classifier.train.
