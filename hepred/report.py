@@ -180,7 +180,8 @@ def _facts(config: dict, labels: pd.DataFrame, metrics: dict, environment: dict)
                        f"{config['statistics']['threshold']}, {config['statistics']['bootstrap']} bootstrap resamples"),
         ("software", _versions()),
         ("device and threads", f"{environment['device']} ({environment.get('device_name') or 'unnamed'}), "
-                               f"CPU kernels {environment.get('cpu_capability') or 'not recorded'}, "
+                               f"CPU {environment.get('cpu_name') or 'not recorded'} with "
+                               f"{environment.get('cpu_capability') or 'unrecorded'} kernels, "
                                f"{environment['threads']} thread(s) per training job (as fold 0's t1 model "
                                "records in its trained_with.json; every model has one)"),
         ("made", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),

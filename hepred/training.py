@@ -125,8 +125,7 @@ def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
     device and package versions do too, and so does the instruction set torch's CPU kernels
     dispatch to (``cpu_capability``: with the same code the demo's diffusion-fed t5 row read 0.707
     on an earlier host of our VM and 0.724 on an AVX512 one, where reruns on one host are
-    byte-identical). ``speed`` adds
-    the job's other speed settings."""
+    byte-identical). ``speed`` adds the job's other speed settings."""
     versions = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -137,6 +136,8 @@ def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else processor_name(),
+        # On a GPU too: data loading, augmentation and the CPU-side sums run there.
+        "cpu_name": processor_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "packages": versions,

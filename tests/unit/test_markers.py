@@ -91,6 +91,18 @@ def test_lobe_excess_tells_a_lobulated_hematoma_from_any_ellipsoid():
     assert _lobe_excess(lobed)["lobe_excess"] > 0.06
 
 
+def test_lobe_excess_of_a_thin_ellipsoid_does_not_depend_on_where_the_slices_cut_it():
+    # Two to four 5-mm slices: the end slices' outlines lie inside the caps they cut and are not lobes.
+    for a, c in ((20, 6), (6, 6), (12, 8)):
+        for centre_z in (0.0, 1.25, 2.5, 3.75):
+            assert _lobe_excess(_ellipsoid(a, a, c, centre_z=centre_z))["lobe_excess"] < 0.03, (a, c, centre_z)
+
+
+def test_a_lesion_too_small_to_show_lobes_reads_none():
+    speck = _ball(0, 0, 2.5, 1.0)  # nine pixels on one slice
+    assert 0 < speck.sum() and _lobe_excess(speck)["lobe_excess"] == 0.0
+
+
 def test_lobe_excess_reads_the_main_part_and_leaves_a_separate_one_to_be_counted():
     # A small clot beyond the hematoma: an island sign, not a lobe.
     alone, with_satellite = _lobe_excess(_ellipsoid(15, 15, 15)), _lobe_excess(_ellipsoid(15, 15, 15) | _ball(32, 0, 0, 4))
