@@ -369,15 +369,24 @@ def fold_directories(models_dir: Path, scenario: str, marker: str) -> list[Path]
     return folders
 
 
-def baseline_probabilities(models_dir: Path, model: str, features: pd.DataFrame) -> list[pd.Series]:
-    """Per fold model of ``model`` (volume or radiomics), the HE probability of every case of
-    ``features`` (the radiomics rows of the new cases)."""
-    columns = []
-    for folder in fold_directories(models_dir, model, "model.pkl"):
-        fitted = load_baseline(folder / "model.pkl")
-        cases = list(features.index)
-        columns.append(pd.Series(expit(baseline_logits(fitted, features, cases)), index=cases, name=str(folder)))
-    return columns
+def fold_models(models_dir: Path, models: list[str]) -> dict[str, dict[Path, dict]]:
+    """Every fold's fitted model of each of ``models`` (volume, radiomics, markers), by its
+    folder in fold order, read once: ``load_baseline`` refuses one this hepred cannot feed
+    before any case is read."""
+    return {
+        model: {folder: load_baseline(folder / "model.pkl") for folder in fold_directories(models_dir, model, "model.pkl")}
+        for model in models
+    }
+
+
+def baseline_probabilities(fitted_by_folder: dict[Path, dict], features: pd.DataFrame) -> list[pd.Series]:
+    """Per fold model of one patient-level model (``fold_models``' entry for it), the HE
+    probability of every case of ``features`` (the radiomics and markers rows of the new cases)."""
+    cases = list(features.index)
+    return [
+        pd.Series(expit(baseline_logits(fitted, features, cases)), index=cases, name=str(folder))
+        for folder, fitted in fitted_by_folder.items()
+    ]
 
 
 def fused_folds(models_dir: Path) -> list[tuple[Path, dict]]:
@@ -393,21 +402,27 @@ def fused_folds(models_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def fusion_probabilities(
-    folds: list[tuple[Path, dict]], features: pd.DataFrame, image_by_fold: dict[int, pd.Series], rule_column: str
+    folds: list[tuple[Path, dict]],
+    features: pd.DataFrame,
+    image_by_fold: dict[int, pd.Series],
+    rule_column: str,
+    patient_models: dict[str, dict[Path, dict]],
 ) -> list[pd.Series]:
-    """Per fold of ``folds`` (from ``fused_folds``), the fusion of its patient-level models with its
-    image model's ``rule_column`` probabilities (``image_by_fold``: fold -> per-case
-    probability), as the run fused its test patients."""
+    """Per fold of ``folds`` (from ``fused_folds``), the fusion of its patient-level models
+    (``patient_models``, from ``fold_models``) with its image model's ``rule_column``
+    probabilities (``image_by_fold``: fold -> per-case probability), as the run fused its test
+    patients."""
     columns = []
     for folder, stored in folds:
         fold = int(stored["fold"])
         if fold not in image_by_fold:
             raise HepredError(f"no {stored['image_scenario']} model of fold {fold} to fuse with", path=folder)
         cases = list(features.index)
-        logits = {
-            name: baseline_logits(load_baseline(folder.parent / name / "model.pkl"), features, cases)
-            for name in stored["models"]
-        }
+        logits = {}
+        for name in stored["models"]:
+            if folder.parent / name not in patient_models[name]:
+                raise HepredError(f"no {name} model of fold {fold} to fuse with", path=folder.parent / name / "model.pkl")
+            logits[name] = baseline_logits(patient_models[name][folder.parent / name], features, cases)
         logits[stored["image_scenario"]] = _logits(image_by_fold[fold].loc[cases].to_numpy())
         fused = fuse_logits(logits, stored["scale"][rule_column], stored["anchor"])
         columns.append(pd.Series(expit(fused), index=cases, name=str(folder)))

@@ -28,10 +28,9 @@ from hepred.baselines import (
     BASELINE_MODELS,
     FUSION,
     baseline_probabilities,
-    fold_directories,
+    fold_models,
     fused_folds,
     fusion_probabilities,
-    load_baseline,
 )
 from hepred.classifier.calibration import patient_table
 from hepred.classifier.scoring import view_logits
@@ -164,13 +163,13 @@ def patient_level_models_for(scenario: str, fusion: list[tuple[Path, dict]] | No
     return []
 
 
-def radiomics_settings_for(models_dir: Path, models: list[str]) -> dict | None:
-    """The radiomics settings the run's fold models were fitted with, when one of ``models`` reads
-    radiomics features (volume reads the radiomics voxel volume)."""
-    reader = next((model for model in models if model in ("volume", "radiomics")), None)
+def radiomics_settings_for(patient_models: dict[str, dict[Path, dict]]) -> dict | None:
+    """The radiomics settings the run's fold models (``fold_models``) were fitted with, when one
+    of them reads radiomics features (volume reads the radiomics voxel volume)."""
+    reader = next((model for model in patient_models if model in ("volume", "radiomics")), None)
     if reader is None:
         return None
-    return load_baseline(fold_directories(models_dir, reader, "model.pkl")[0] / "model.pkl")["settings"]
+    return next(iter(patient_models[reader].values()))["settings"]
 
 
 def predict(
@@ -200,12 +199,9 @@ def predict(
     model_paths = find_models(models_dir, image) if image else []
     if explain_dir is not None and not model_paths:
         raise HepredError(f"--explain shows where an image model looks; scenario {scenario} has none")
-    patient_models = patient_level_models_for(scenario, fusion)
-    # Read before any case is: a fold model this hepred cannot feed is refused up front.
-    for model in patient_models:
-        for folder in fold_directories(models_dir, model, "model.pkl"):
-            load_baseline(folder / "model.pkl")
-    radiomics_settings = radiomics_settings_for(models_dir, patient_models)
+    # Read once, before any case is: a fold model this hepred cannot feed is refused up front.
+    patient_models = fold_models(models_dir, patient_level_models_for(scenario, fusion))
+    radiomics_settings = radiomics_settings_for(patient_models)
     cases = input_cases(Path(input_path), lesion)
     settings = validate_config(config or {})
     rule, threshold = run_rule_and_threshold(models_dir, settings if config is not None else None)
@@ -306,9 +302,9 @@ def predict(
 
     features = pd.concat(feature_rows) if feature_rows else None
     if scenario in BASELINE_MODELS:
-        per_model = baseline_probabilities(models_dir, scenario, features)
+        per_model = baseline_probabilities(patient_models[scenario], features)
     elif scenario == FUSION:
-        per_model = fusion_probabilities(fusion, features, image_by_fold, patient_column)
+        per_model = fusion_probabilities(fusion, features, image_by_fold, patient_column, patient_models)
     else:
         per_model = list(image_by_fold.values())
 

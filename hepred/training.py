@@ -132,12 +132,13 @@ def run_environment(device: torch.device, **speed: Any) -> dict[str, Any]:
             versions[name] = package_version(name)
         except PackageNotFoundError:
             versions[name] = None
+    cpu_name = processor_name()
     return {
         "threads": torch.get_num_threads(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else processor_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name,
         # On a GPU too: data loading, augmentation and the CPU-side sums run there.
-        "cpu_name": processor_name(),
+        "cpu_name": cpu_name,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "packages": versions,
